@@ -1,0 +1,104 @@
+"""Bootstrap the bundle: a private virtual environment with the pinned
+zc.buildout, then ``bin/buildout``.
+
+Run it with the Python that should run the cluster (3.11)::
+
+    python3 bootstrap.py            # venv + pinned zc.buildout + buildout run
+    python3 bootstrap.py --no-run   # only make bin/buildout
+
+The pins for zc.buildout and the tools it installs with (pip, setuptools,
+wheel) are read from ``etc/versions.cfg`` so that there is one place for
+versions.  Running it twice is safe: the virtual environment is reused,
+and pip is skipped when the recorded pins have not changed.
+"""
+
+import argparse
+import configparser
+import os
+import subprocess
+import sys
+import venv
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+VENV = os.path.join(HERE, ".venv")
+STAMP = os.path.join(VENV, "bootstrap-pins.txt")
+TOOLS = ("zc.buildout", "pip", "setuptools", "wheel")
+
+
+def fail(message):
+    sys.exit("bootstrap: " + message)
+
+
+def read_pins():
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str
+    path = os.path.join(HERE, "etc", "versions.cfg")
+    if not parser.read(path):
+        fail(f"cannot read {path}")
+    pins = {}
+    for name in TOOLS:
+        version = parser.get("versions", name, fallback=None)
+        if not version:
+            fail(f"{path} pins no version of {name}")
+        pins[name] = version.strip()
+    return pins
+
+
+def venv_python():
+    return os.path.join(VENV, "bin", "python")
+
+
+def ensure_venv():
+    python = venv_python()
+    if os.path.exists(python):
+        probe = subprocess.run([python, "-c", "import sys"], check=False)
+        if probe.returncode == 0:
+            return python
+        print("bootstrap: the virtual environment is broken, recreating it")
+    venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+    return python
+
+
+def ensure_tools(python, pins):
+    wanted = "\n".join(f"{name}=={version}" for name, version in sorted(pins.items()))
+    try:
+        with open(STAMP) as f:
+            if f.read() == wanted:
+                return
+    except FileNotFoundError:
+        pass
+    subprocess.run(
+        [python, "-m", "pip", "install", "--quiet", *wanted.split("\n")],
+        check=True,
+    )
+    with open(STAMP, "w") as f:
+        f.write(wanted)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--no-run",
+        action="store_true",
+        help="only create bin/buildout, do not run it",
+    )
+    args = parser.parse_args(argv)
+    if sys.version_info[:2] < (3, 10):
+        fail("Python 3.10 or newer is needed, this is " + sys.version.split()[0])
+    os.chdir(HERE)
+    python = ensure_venv()
+    try:
+        ensure_tools(python, read_pins())
+    except subprocess.CalledProcessError as e:
+        fail(f"installing the pinned tools failed ({e}); see pip's output above")
+    buildout = os.path.join(VENV, "bin", "buildout")
+    if not os.path.exists(os.path.join(HERE, "bin", "buildout")):
+        subprocess.run([buildout, "-N", "bootstrap"], check=True)
+    if not args.no_run:
+        result = subprocess.run([os.path.join(HERE, "bin", "buildout"), "-N"])
+        return result.returncode
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
