@@ -1,0 +1,46 @@
+# The ZEO cluster bundle.  `make run` and `make test` are all a user needs;
+# see README.txt.
+PYTHON ?= python3
+BUILD_INPUTS := bootstrap.py buildout.cfg $(wildcard etc/*.cfg etc/*.in etc/zope/*.cfg) \
+	src/Products.ZEOClient/pyproject.toml
+
+.PHONY: build run start stop status test bench clean distclean
+
+# bin/buildout is rerun only when its inputs changed: a no-op build is instant.
+.installed.cfg: $(BUILD_INPUTS)
+	$(PYTHON) bootstrap.py
+	@touch .installed.cfg
+
+build: .installed.cfg
+
+run: build
+	bin/cluster run
+
+start: build
+	bin/cluster start
+
+stop:
+	@if [ -x bin/cluster ]; then bin/cluster stop; else echo "not built: nothing to stop"; fi
+
+status:
+	@bin/cluster status
+
+# Unit tests first, then the end-to-end layers (they start real clusters in
+# temporary folders, never this checkout's var/ or ports).
+test: build
+	bin/test $(TESTFLAGS)
+
+# Build output only; var/ (the database, logs, password) is kept.
+clean:
+	@if [ -x bin/cluster ]; then bin/cluster stop >/dev/null 2>&1 || true; fi
+	rm -rf .venv bin parts eggs develop-eggs downloads .installed.cfg \
+		.mr.developer.cfg src/Products.ZEOClient/src/*.egg-info
+
+# Also the data in var/: asks first unless FORCE=1.
+distclean:
+	@if [ "$(FORCE)" != "1" ]; then \
+		printf 'Delete the database, blobs, caches and logs in var/? [y/N] '; \
+		read answer; [ "$$answer" = y ] || { echo "kept var/"; exit 1; }; \
+	fi
+	$(MAKE) clean
+	find var -mindepth 1 -maxdepth 1 ! -name README -exec rm -rf {} +
