@@ -112,7 +112,10 @@ class Cluster:
         self.password_file = os.path.join(var_directory, "admin-password")
 
     def script(self, name):
-        return os.path.join(self.bin, name)
+        path = os.path.join(self.bin, name)
+        if not os.access(path, os.X_OK):
+            raise ClusterError(f"{path} is missing; build the bundle (make build)")
+        return path
 
     def call(self, *args, quiet=False):
         out = subprocess.DEVNULL if quiet else None
@@ -168,8 +171,14 @@ class Cluster:
     def status(self):
         down = 0
         for name in ["zeoserver"] + [n for n, _ in self.instances]:
+            try:
+                script = self.script(name)
+            except ClusterError as e:
+                down += 1
+                print(f"{name:12} DOWN {e}")
+                continue
             result = subprocess.run(
-                [self.script(name), "status"],
+                [script, "status"],
                 capture_output=True,
                 text=True,
                 check=False,
@@ -180,9 +189,14 @@ class Cluster:
             print(f"{name:12} {'up  ' if running else 'DOWN'} {line}")
         return 1 if down else 0
 
-    def run(self):
-        """Everything in the foreground until Ctrl-C or SIGTERM."""
+    def run(self, timeout=None):
+        """Everything in the foreground until Ctrl-C, SIGTERM or *timeout*.
+
+        The timeout (seconds) is a suicide timer for unattended runs such
+        as tests: the cluster stops itself even if nobody stops it.
+        """
         children = []
+        deadline = None if timeout is None else time.monotonic() + timeout
 
         def stop_children(*_):
             raise KeyboardInterrupt
@@ -203,6 +217,9 @@ class Cluster:
             self.print_login()
             print("Cluster running; press Ctrl-C to stop it.")
             while all(child.poll() is None for child in children):
+                if deadline is not None and time.monotonic() > deadline:
+                    print(f"Stopping the cluster after its {timeout:.0f}s timeout.")
+                    return 0
                 time.sleep(0.5)
             print("A process of the cluster exited; stopping the others.")
             return 1
@@ -224,9 +241,19 @@ class Cluster:
 def main(argv, bin_directory, var_directory, server_address, instances):
     parser = argparse.ArgumentParser(prog="cluster", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["start", "stop", "status", "run"])
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="with run: stop the cluster after this many seconds",
+    )
     args = parser.parse_args(argv)
+    if args.timeout is not None and (args.command != "run" or args.timeout <= 0):
+        parser.error("--timeout takes a positive number of seconds, with run only")
     cluster = Cluster(bin_directory, var_directory, server_address, instances)
     try:
+        if args.command == "run":
+            return cluster.run(timeout=args.timeout)
         return getattr(cluster, args.command)() or 0
     except ClusterError as e:
         print(f"cluster {args.command}: {e}", file=sys.stderr)

@@ -1,0 +1,340 @@
+"""Build and run real clusters of the bundle in temporary folders.
+
+A test bundle is the checkout's own ``buildout.cfg``, built by the
+checkout's ``bin/buildout`` into a temporary folder with a small override
+file: its own ``var/`` (so a fresh socket path), HTTP on port 0 (each
+instance binds a free port and logs it; we read it back), and the
+checkout's eggs and develop eggs (so no download happens: ``allow-hosts``
+restricts buildout to this machine).  The processes are started with the
+bundle's generated scripts, exactly as an operator would.
+
+Every process is stopped by PID in a cleanup registered when it starts;
+``bin/cluster run`` is given a suicide timeout so that nothing outlives a
+test run that was itself killed.
+"""
+
+import base64
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILDOUT = os.path.join(CHECKOUT, "bin", "buildout")
+ZOPEPY = os.path.join(CHECKOUT, "bin", "zopepy")
+SUICIDE_TIMEOUT = 900  # seconds; no test cluster lives longer
+
+PARTS = (
+    "var-dirs zeo-conf zeoserver instance1 instance2 zeoinit-conf zeoinit "
+    "inituser-cleanup cluster"
+)
+
+OVERRIDES = """\
+[buildout]
+extends = {checkout}/buildout.cfg
+eggs-directory = {checkout}/eggs
+develop =
+develop-eggs-directory = {checkout}/develop-eggs
+newest = false
+allow-hosts = localhost
+parts = {parts}
+
+[ports]
+instance1 = 0
+instance2 = 0
+
+[zeo-conf]
+input = {checkout}/etc/zeo.conf.in
+
+[zeoinit-conf]
+input = {checkout}/etc/zeoinit.conf.in
+"""
+
+
+def wait_until(what, predicate, timeout, interval=0.1):
+    """Return *predicate*'s first true result; fail after *timeout* s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def pids_under(folder):
+    """PIDs of live processes whose command line names *folder*.
+
+    Read from /proc; used to prove that nothing of a test cluster is left,
+    and to stop leftovers by PID, never by name.
+    """
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if folder in cmdline and state != "Z":
+            found.append(int(entry))
+    return found
+
+
+def kill_pids(pids, timeout=10):
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def listening_ports(pid):
+    """TCP ports on which process *pid* listens, from /proc."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        return []
+    ports = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            listening = fields[3] == "0A"
+            if listening and fields[9] in inodes:
+                ports.append(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    @property
+    def text(self):
+        return self.body.decode("utf-8", "replace")
+
+
+class Bundle:
+    """One built bundle in a temporary folder."""
+
+    def __init__(self, **settings):
+        self.directory = tempfile.mkdtemp(prefix="zeobundle-")
+        self.var = os.path.join(self.directory, "var")
+        self.settings = settings
+        self._cleanups = []
+        self._runner = None
+
+    # -- building ------------------------------------------------------
+
+    def build(self, **settings):
+        """Run buildout for this folder; *settings* like ``zeo:address``."""
+        self.settings.update(settings)
+        config = os.path.join(self.directory, "buildout.cfg")
+        with open(config, "w") as f:
+            f.write(OVERRIDES.format(checkout=CHECKOUT, parts=PARTS))
+        args = [BUILDOUT, "-c", config, "-q"]
+        args += [f"{key}={value}" for key, value in sorted(self.settings.items())]
+        result = subprocess.run(
+            args, cwd=self.directory, capture_output=True, text=True, timeout=300
+        )
+        if result.returncode != 0:
+            raise AssertionError(
+                f"buildout failed ({result.returncode}):\n"
+                f"{result.stdout}\n{result.stderr}"
+            )
+        return self
+
+    def script(self, name):
+        return os.path.join(self.directory, "bin", name)
+
+    def run_script(self, name, *args, timeout=180):
+        return subprocess.run(
+            [self.script(name), *args],
+            cwd=self.directory,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    # -- processes -----------------------------------------------------
+
+    def start(self):
+        """``bin/cluster start``: daemons, stopped by ``stop`` or cleanup."""
+        result = self.run_script("cluster", "start")
+        if result.returncode != 0:
+            raise AssertionError(
+                f"cluster start failed:\n{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    def stop(self):
+        return self.run_script("cluster", "stop")
+
+    def run_foreground(self):
+        """``bin/cluster run`` with a suicide timeout, stopped by PID."""
+        log = open(os.path.join(self.directory, "run.log"), "wb")
+        self._runner = subprocess.Popen(
+            [self.script("cluster"), "run", "--timeout", str(SUICIDE_TIMEOUT)],
+            cwd=self.directory,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        wait_until(
+            "the foreground cluster to serve both instances",
+            lambda: self._runner.poll() is not None or self.all_serving(),
+            180,
+        )
+        if self._runner.poll() is not None:
+            raise AssertionError("cluster run exited:\n" + self.read("run.log"))
+
+    def stop_foreground(self, timeout=60):
+        if self._runner is None:
+            return None
+        if self._runner.poll() is None:
+            self._runner.send_signal(signal.SIGTERM)
+            try:
+                self._runner.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._runner.kill()
+                self._runner.wait()
+        code, self._runner = self._runner.returncode, None
+        return code
+
+    def cleanup(self):
+        """Stop whatever still runs (by PID) and remove the folder."""
+        self.stop_foreground()
+        if os.path.exists(self.script("cluster")) and pids_under(self.directory):
+            self.stop()
+        kill_pids(pids_under(self.directory))
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    # -- what the cluster shows ----------------------------------------
+
+    def read(self, *path):
+        with open(os.path.join(self.directory, *path)) as f:
+            return f.read()
+
+    @property
+    def password(self):
+        return self.read("var", "admin-password").strip()
+
+    def url(self, instance):
+        """The URL *instance* serves on (it bound port 0 and logged it)."""
+        try:
+            log = self.read("var", "log", f"{instance}.log")
+        except FileNotFoundError:
+            return None
+        found = re.findall(r"Serving on (http://[\d.]+:\d+)", log)
+        return found[-1] + "/" if found else None
+
+    def serving(self, instance):
+        url = self.url(instance)
+        if url is None:
+            return False
+        try:
+            self.http(instance, "GET", "/", auth=False, timeout=2)
+        except OSError:
+            return False
+        return True
+
+    def all_serving(self):
+        return all(self.serving(name) for name in ("instance1", "instance2"))
+
+    def server_port(self):
+        """The TCP port the ZEO server really listens on (it bound port 0).
+
+        ZEO logs the configured address, port 0, so the port is read from
+        the kernel: the listening sockets among the server process's files.
+        """
+        try:
+            pid = int(self.read("var", "zeoserver.pid").strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        ports = listening_ports(pid)
+        return ports[0] if ports else None
+
+    def http(self, instance, method, path, data=None, auth=True, timeout=30):
+        """A request to *instance*; returns a Response for any status."""
+        body = None
+        if data is not None:
+            body = urllib.parse.urlencode(data).encode()
+        request = urllib.request.Request(
+            self.url(instance) + path.lstrip("/"), data=body, method=method
+        )
+        if auth:
+            token = base64.b64encode(f"admin:{self.password}".encode()).decode()
+            request.add_header("Authorization", "Basic " + token)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return Response(response.status, response.headers, response.read())
+        except urllib.error.HTTPError as e:
+            return Response(e.code, e.headers, e.read())
+
+    def last_transaction(self):
+        """The server's last transaction id, as 16 hex digits.
+
+        Asked through a ZEO client of its own (no cache file), so it is the
+        server's view, not an instance's.
+        """
+        code = (
+            "import os, ZEO\n"
+            "address = os.environ['ZEO_ADDRESS']\n"
+            "if not address.startswith('/'):\n"
+            "    host, port = address.rsplit(':', 1); address = (host, int(port))\n"
+            "storage = ZEO.client(address, wait_timeout=30)\n"
+            "print(storage.lastTransaction().hex())\n"
+            "storage.close()\n"
+        )
+        result = subprocess.run(
+            [ZOPEPY, "-c", code],
+            env=dict(os.environ, ZEO_ADDRESS=self.client_address()),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if result.returncode != 0:
+            raise AssertionError(result.stderr)
+        return result.stdout.strip()
+
+    def client_address(self):
+        return self.settings.get(
+            "zeo:client-address",
+            self.settings.get("zeo:address", os.path.join(self.var, "zeo.sock")),
+        )
+
