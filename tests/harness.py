@@ -49,11 +49,8 @@ parts = {parts}
 instance1 = 0
 instance2 = 0
 
-[zeo-conf]
-input = {checkout}/etc/zeo.conf.in
-
-[zeoinit-conf]
-input = {checkout}/etc/zeoinit.conf.in
+[settings]
+etc-directory = {checkout}/etc
 """
 
 
@@ -151,11 +148,12 @@ class Response:
 class Bundle:
     """One built bundle in a temporary folder."""
 
-    def __init__(self, **settings):
+    def __init__(self, instances=2, **settings):
+        self.instances = [f"instance{n}" for n in range(1, instances + 1)]
         self.directory = tempfile.mkdtemp(prefix="zeobundle-")
         self.var = os.path.join(self.directory, "var")
         self.settings = settings
-        self._cleanups = []
+        self._children = []
         self._runner = None
 
     # -- building ------------------------------------------------------
@@ -164,8 +162,17 @@ class Bundle:
         """Run buildout for this folder; *settings* like ``zeo:address``."""
         self.settings.update(settings)
         config = os.path.join(self.directory, "buildout.cfg")
+        extra = self.instances[2:]
         with open(config, "w") as f:
-            f.write(OVERRIDES.format(checkout=CHECKOUT, parts=PARTS))
+            f.write(
+                OVERRIDES.format(
+                    checkout=CHECKOUT, parts=" ".join([PARTS, *extra])
+                )
+            )
+            for name in extra:
+                f.write(
+                    f"\n[{name}]\n<= instance-base\nhttp-address = 127.0.0.1:0\n"
+                )
         args = [BUILDOUT, "-c", config, "-q"]
         args += [f"{key}={value}" for key, value in sorted(self.settings.items())]
         result = subprocess.run(
@@ -204,6 +211,47 @@ class Bundle:
     def stop(self):
         return self.run_script("cluster", "stop")
 
+    def start_server(self):
+        """``bin/zeoserver start`` and wait until it accepts connections."""
+        result = self.run_script("zeoserver", "start")
+        if result.returncode != 0:
+            raise AssertionError(result.stdout + result.stderr)
+        wait_until(
+            "the ZEO server to log that it listens",
+            lambda: "listening on" in self.log("zeoserver"),
+            60,
+        )
+
+    def start_instance(self, name):
+        """``bin/NAME start`` (zdaemon); returns at once."""
+        result = self.run_script(name, "start")
+        if result.returncode != 0:
+            raise AssertionError(result.stdout + result.stderr)
+
+    def console(self, name):
+        """``bin/NAME console`` as a child process, stopped by PID."""
+        process = subprocess.Popen(
+            [self.script(name), "console"],
+            cwd=self.directory,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={k: v for k, v in os.environ.items() if k != "PYTHON"},
+            start_new_session=True,
+        )
+        self._children.append(process)
+        return process
+
+    def log(self, name):
+        try:
+            return self.read("var", "log", f"{name}.log")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for_log(self, name, text, timeout=120):
+        return wait_until(
+            f"{text!r} in {name}.log", lambda: text in self.log(name), timeout
+        )
+
     def run_foreground(self):
         """``bin/cluster run`` with a suicide timeout, stopped by PID."""
         log = open(os.path.join(self.directory, "run.log"), "wb")
@@ -239,6 +287,16 @@ class Bundle:
     def cleanup(self):
         """Stop whatever still runs (by PID) and remove the folder."""
         self.stop_foreground()
+        for child in self._children:
+            if child.poll() is None:
+                child.terminate()
+                try:
+                    child.wait(30)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+            if child.stdout:
+                child.stdout.close()
         if os.path.exists(self.script("cluster")) and pids_under(self.directory):
             self.stop()
         kill_pids(pids_under(self.directory))
@@ -298,7 +356,8 @@ class Bundle:
             self.url(instance) + path.lstrip("/"), data=body, method=method
         )
         if auth:
-            token = base64.b64encode(f"admin:{self.password}".encode()).decode()
+            user, password = auth if isinstance(auth, tuple) else ("admin", self.password)
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
             request.add_header("Authorization", "Basic " + token)
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -306,20 +365,28 @@ class Bundle:
         except urllib.error.HTTPError as e:
             return Response(e.code, e.headers, e.read())
 
-    def last_transaction(self):
-        """The server's last transaction id, as 16 hex digits.
+    def transaction_notes(self):
+        """The descriptions of all transactions on the server, in order."""
+        return self._client_script(
+            "for t in storage.iterator():\n"
+            "    print(t.description.decode('utf-8', 'replace').replace('\\n', ' '))\n"
+        ).splitlines()
 
-        Asked through a ZEO client of its own (no cache file), so it is the
-        server's view, not an instance's.
-        """
+    def last_transaction(self):
+        """The server's last transaction id, as 16 hex digits."""
+        return self._client_script("print(storage.lastTransaction().hex())\n").strip()
+
+    def _client_script(self, body):
+        """Run *body* with ``storage``, a ZEO client of its own (no cache
+        file), so that it sees the server's view, not an instance's."""
         code = (
             "import os, ZEO\n"
             "address = os.environ['ZEO_ADDRESS']\n"
             "if not address.startswith('/'):\n"
             "    host, port = address.rsplit(':', 1); address = (host, int(port))\n"
             "storage = ZEO.client(address, wait_timeout=30)\n"
-            "print(storage.lastTransaction().hex())\n"
-            "storage.close()\n"
+            + body
+            + "storage.close()\n"
         )
         result = subprocess.run(
             [ZOPEPY, "-c", code],
@@ -330,7 +397,7 @@ class Bundle:
         )
         if result.returncode != 0:
             raise AssertionError(result.stderr)
-        return result.stdout.strip()
+        return result.stdout
 
     def client_address(self):
         return self.settings.get(

@@ -9,6 +9,19 @@ from .harness import Bundle
 from .harness import wait_until
 
 
+class OwnBundlesLayer:
+    """For tests that build bundles of their own (each needs a fresh
+    database); only keeps them out of the unit tests."""
+
+    @classmethod
+    def setUp(cls):
+        pass
+
+    @classmethod
+    def tearDown(cls):
+        pass
+
+
 class BuiltBundleLayer:
     """A built bundle, nothing running: tests start and stop it."""
 

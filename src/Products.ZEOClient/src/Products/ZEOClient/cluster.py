@@ -30,6 +30,19 @@ START_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
 
 
+def child_environment():
+    """The environment for the scripts, without ``PYTHON``.
+
+    plone.recipe.zope2instance's control script runs Zope with ``$PYTHON``
+    when it is set, instead of the interpreter buildout chose (which has
+    the eggs); a ``PYTHON=python3`` left in a shell would break the
+    instances.
+    """
+    env = dict(os.environ)
+    env.pop("PYTHON", None)
+    return env
+
+
 class ClusterError(Exception):
     """A step of the cluster's sequence failed; the message says which."""
 
@@ -119,7 +132,9 @@ class Cluster:
 
     def call(self, *args, quiet=False):
         out = subprocess.DEVNULL if quiet else None
-        return subprocess.run(args, stdout=out, check=False).returncode
+        return subprocess.run(
+            args, stdout=out, env=child_environment(), check=False
+        ).returncode
 
     def url(self, name, configured):
         log = os.path.join(self.var, "log", name + ".log")
@@ -179,6 +194,7 @@ class Cluster:
                 continue
             result = subprocess.run(
                 [script, "status"],
+                env=child_environment(),
                 capture_output=True,
                 text=True,
                 check=False,
@@ -206,13 +222,18 @@ class Cluster:
         # foreground the server's socket and files would be world-readable.
         os.umask(0o077)
         try:
-            children.append(subprocess.Popen([self.script("zeoserver"), "fg"]))
+            env = child_environment()
+            children.append(
+                subprocess.Popen([self.script("zeoserver"), "fg"], env=env)
+            )
             self.wait_for_server()
             self.initialise()
             for name, _ in self.instances:
                 # "console" is "fg" without debug mode; it execs the server,
                 # so the PID held here is the instance's own.
-                children.append(subprocess.Popen([self.script(name), "console"]))
+                children.append(
+                    subprocess.Popen([self.script(name), "console"], env=env)
+                )
             self.wait_for_instances()
             self.print_login()
             print("Cluster running; press Ctrl-C to stop it.")
