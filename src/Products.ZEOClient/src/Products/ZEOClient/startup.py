@@ -35,16 +35,11 @@ from ZODB.POSException import POSKeyError
 from ZODB.serialize import referencesf
 from ZODB.utils import z64
 
+from .exceptions import DatabaseNotInitialised
+
 logger = logging.getLogger(__name__)
 
 ENVIRONMENT = "ZEO_CLIENT"
-
-
-class DatabaseNotInitialised(SystemExit):
-    """The database was not initialised in time; the message says why.
-
-    A SystemExit: the instance stops with one line, not a traceback.
-    """
 
 
 def zeo_client():

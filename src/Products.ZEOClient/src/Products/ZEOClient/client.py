@@ -1,0 +1,239 @@
+"""The bundle's ZEO client storage: ZEO's ClientStorage, made outage-proof.
+
+Stock ZEO 6 behaviour this changes (each point is a test in the bundle):
+
+- A client does not start while the server is down (``wait``).  Here the
+  storage opens at once, waits ``startup_wait`` seconds for the server and
+  otherwise starts from its persistent cache.
+- A request that needs the server while it is away waits 30 s, three
+  times over.  Here ZEO's own ``wait_timeout`` is short (fail fast) and
+  ``wsgi.py`` keeps Zope from retrying.
+- Cache hits are answered while the cache is still being verified after a
+  (re)connection, so a request can see data older than the server's.
+  Here ``loadBefore`` holds readers (bounded by ``verify_wait``) while a
+  connection to the server exists but is not verified yet.  While no
+  connection exists at all, the cache is served as it is and responses
+  are marked (``X-ZEO-Status: disconnected``).
+- A cache newer than the server (a server restored from a backup) makes
+  ZEO's verification raise AssertionError and retry forever.  Here it is
+  detected first, the cache is dropped with a clear message, and the
+  normal verification proceeds on an empty cache.
+- While disconnected ZEO logs two lines a second.  Here those per-retry
+  lines are filtered out and each change of state is logged once.
+
+What is changed lives here and only here: a subclass of ClientStorage
+(its documented notify hooks), a subclass of ZEO's client thread that
+wraps the verification coroutine of its ``ClientIO`` before the first
+connection can start, and a logging filter.  ``check_zeo_internals`` fails
+loudly at startup if the ZEO internals relied on have moved.
+"""
+
+import logging
+import threading
+import time
+
+from ZEO.asyncio import client as zeo_client
+from ZEO.ClientStorage import ClientStorage
+from ZEO.Exceptions import ClientDisconnected
+
+logger = logging.getLogger(__name__)
+
+# Verification outcomes, as recorded for the status screen.
+UP_TO_DATE = "up to date"
+QUICK = "quick verification"
+DROPPED_TOO_OLD = "dropped because too old"
+DROPPED_NEWER = "dropped because newer than the server"
+EMPTY = "empty cache"
+
+
+def check_zeo_internals():
+    """Fail at startup, not at the first outage, if ZEO has changed."""
+    missing = [
+        name
+        for name, owner in (
+            ("verify", zeo_client.ClientIO),
+            ("protocol", zeo_client.ClientIO),
+            ("operational", zeo_client.ClientIO),
+            ("verify_result", zeo_client.ClientIO),
+            ("setup_delegation", zeo_client.ClientThread),
+        )
+        if not hasattr(owner, name)
+    ]
+    if missing:
+        raise RuntimeError(
+            "Products.ZEOClient does not support this ZEO version: "
+            "ZEO.asyncio.client lacks " + ", ".join(missing)
+        )
+
+
+class RetryNoiseFilter(logging.Filter):
+    """Drop ZEO's per-retry connection lines (two a second when down)."""
+
+    NOISE = ("retry connecting", "Connection to ")
+
+    def filter(self, record):
+        return not (
+            record.levelno <= logging.INFO
+            and isinstance(record.msg, str)
+            and record.msg.startswith(self.NOISE)
+        )
+
+
+_noise_filter = RetryNoiseFilter()
+
+
+def quiet_retry_logging():
+    log = logging.getLogger("ZEO.asyncio.client")
+    if _noise_filter not in log.filters:
+        log.addFilter(_noise_filter)
+
+
+class _ClientThread(zeo_client.ClientThread):
+    """ZEO's client thread, with the verification guarded.
+
+    ``setup_delegation`` runs in the I/O thread and creates the ClientIO;
+    connections only start once it returns to the loop, so wrapping here
+    cannot race with a first verification.
+    """
+
+    def setup_delegation(self, loop):
+        super().setup_delegation(loop)
+        io = self.client
+        storage = io.client
+        verify = io.verify
+
+        async def verify_guarded(server_tid):
+            if server_tid is None:
+                server_tid = await io.protocol.server_call("lastTransaction")
+            cache = io.cache
+            cache_tid = cache.getLastTid() if cache else None
+            if cache_tid and cache_tid > server_tid:
+                logger.error(
+                    "%s: the client cache (last transaction %s) is newer than "
+                    "the server's (%s): the server's data was restored or "
+                    "replaced; dropping the cache",
+                    storage.__name__,
+                    cache_tid.hex(),
+                    server_tid.hex(),
+                )
+                cache.clear()
+                storage.invalidateCache()
+                storage._verification_dropped_newer = True
+            storage._verifying_started()
+            return await verify(server_tid)
+
+        io.verify = verify_guarded
+
+
+class ClusterClientStorage(ClientStorage):
+    """ClientStorage for an instance of the cluster; see the module doc."""
+
+    def __init__(self, addr, startup_wait=3.0, verify_wait=10.0, **kw):
+        check_zeo_internals()
+        quiet_retry_logging()
+        self._verify_wait = verify_wait
+        self._verified = threading.Event()
+        self._verification_dropped_newer = False
+        self._verify_invalidated = 0
+        self._connected_once = False
+        self.verification = None  # (outcome, objects, time) for status
+        self.events = []  # [(time, text)], most recent last, bounded
+        kw["wait"] = False
+        super().__init__(addr, _client_factory=_ClientThread, **kw)
+        try:
+            self._wait(timeout=startup_wait)
+        except ClientDisconnected:
+            logger.warning(
+                "%s: the ZEO server at %s does not answer; starting from the "
+                "client cache (writes fail with 503 until it is back)",
+                self.__name__,
+                self._addr,
+            )
+            self._event("server unreachable at start")
+
+    # -- state ---------------------------------------------------------
+
+    def _event(self, text):
+        self.events.append((time.time(), text))
+        del self.events[:-50]
+
+    def _io(self):
+        return self._server.client
+
+    def verifying(self):
+        """True while a connection exists but its cache is not verified."""
+        io = self._io()
+        return io.protocol is not None and not io.operational
+
+    def _verifying_started(self):
+        # I/O thread, before ZEO's verification runs.
+        self._verified.clear()
+        self._verify_invalidated = 0
+
+    # -- ZEO's notification hooks (I/O thread) -------------------------
+
+    def invalidateTransaction(self, tid, oids):
+        if not self._verified.is_set():
+            self._verify_invalidated += len(oids)
+        return super().invalidateTransaction(tid, oids)
+
+    def notify_connected(self, conn, info):
+        super().notify_connected(conn, info)
+        result = getattr(conn, "verify_result", None)
+        if self._verification_dropped_newer:
+            outcome = DROPPED_NEWER
+            self._verification_dropped_newer = False
+        else:
+            outcome = {
+                "Cache up to date": UP_TO_DATE,
+                "quick verification": QUICK,
+                "cache too old, clearing": DROPPED_TOO_OLD,
+                "Non-empty cache w/o tid": DROPPED_TOO_OLD,
+            }.get(result, EMPTY)
+        objects = self._verify_invalidated if outcome == QUICK else 0
+        self.verification = (outcome, objects, time.time())
+        what = "reconnected" if self._connected_once else "connected"
+        self._connected_once = True
+        detail = f"{outcome} ({objects} objects invalidated)" if outcome == QUICK else outcome
+        logger.info(
+            "%s: %s to the ZEO server at %s; client cache verified: %s",
+            self.__name__,
+            what,
+            self._server_addr,
+            detail,
+        )
+        self._event(f"{what}; cache {detail}")
+        self._verified.set()
+
+    def notify_disconnected(self):
+        self._verified.clear()
+        super().notify_disconnected()
+        logger.warning(
+            "%s: lost the connection to the ZEO server at %s; serving from "
+            "the client cache, writes fail with 503 until it is back",
+            self.__name__,
+            self._server_addr,
+        )
+        self._event("disconnected")
+
+    # -- reads ---------------------------------------------------------
+
+    def loadBefore(self, oid, tid):
+        if not self._verified.is_set() and self.verifying():
+            # The server is back and the cache is being verified: a hit
+            # now could be stale.  Wait (bounded) for the verification.
+            if not self._verified.wait(self._verify_wait):
+                raise ClientDisconnected(
+                    "the client cache is still being verified"
+                )
+        return super().loadBefore(oid, tid)
+
+    # -- the commit ----------------------------------------------------
+
+    def tpc_finish(self, txn, *args, **kw):
+        try:
+            return super().tpc_finish(txn, *args, **kw)
+        except ClientDisconnected as exc:
+            # After the vote: the server may have made it durable.
+            exc.zeoclient_after_vote = True
+            raise
