@@ -304,6 +304,19 @@ class Bundle:
 
     # -- what the cluster shows ----------------------------------------
 
+    def add_folder(self, instance, folder, title):
+        return self.http(
+            instance,
+            "POST",
+            "/manage_addProduct/OFSP/manage_addFolder",
+            data={"id": folder, "title": title},
+        )
+
+    def title(self, instance, folder):
+        """(status, title or body, X-ZEO-Status header) of *folder*."""
+        response = self.http(instance, "GET", f"/{folder}/title_or_id")
+        return response.status, response.text, response.headers.get("X-ZEO-Status")
+
     def read(self, *path):
         with open(os.path.join(self.directory, *path)) as f:
             return f.read()
@@ -347,7 +360,7 @@ class Bundle:
         ports = listening_ports(pid)
         return ports[0] if ports else None
 
-    def http(self, instance, method, path, data=None, auth=True, timeout=30):
+    def http(self, instance, method, path, data=None, auth=True, timeout=30, headers=()):
         """A request to *instance*; returns a Response for any status."""
         body = None
         if data is not None:
@@ -355,6 +368,8 @@ class Bundle:
         request = urllib.request.Request(
             self.url(instance) + path.lstrip("/"), data=body, method=method
         )
+        for name, value in dict(headers).items():
+            request.add_header(name, value)
         if auth:
             user, password = auth if isinstance(auth, tuple) else ("admin", self.password)
             token = base64.b64encode(f"{user}:{password}".encode()).decode()

@@ -18,8 +18,9 @@ Stock ZEO 6 behaviour this changes (each point is a test in the bundle):
   ZEO's verification raise AssertionError and retry forever.  Here it is
   detected first, the cache is dropped with a clear message, and the
   normal verification proceeds on an empty cache.
-- While disconnected ZEO logs two lines a second.  Here those per-retry
-  lines are filtered out and each change of state is logged once.
+- While disconnected ZEO logs two lines a second, and ZODB a traceback
+  for every load that cannot reach the server.  Here those lines are
+  filtered out and each change of state is logged once.
 
 What is changed lives here and only here: a subclass of ClientStorage
 (its documented notify hooks), a subclass of ZEO's client thread that
@@ -79,13 +80,30 @@ class RetryNoiseFilter(logging.Filter):
         )
 
 
-_noise_filter = RetryNoiseFilter()
+class DisconnectedLoadFilter(logging.Filter):
+    """Drop ZODB's traceback for a load that failed while disconnected.
+
+    ZODB logs every failed load at ERROR with a traceback; while the
+    server is away that is the expected, already answered (503, logged
+    in one line by ``wsgi.py``) case.
+    """
+
+    def filter(self, record):
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, ClientDisconnected)
+
+
+_filters = (
+    ("ZEO.asyncio.client", RetryNoiseFilter()),
+    ("ZODB.Connection", DisconnectedLoadFilter()),
+)
 
 
 def quiet_retry_logging():
-    log = logging.getLogger("ZEO.asyncio.client")
-    if _noise_filter not in log.filters:
-        log.addFilter(_noise_filter)
+    for name, noise in _filters:
+        log = logging.getLogger(name)
+        if noise not in log.filters:
+            log.addFilter(noise)
 
 
 class _ClientThread(zeo_client.ClientThread):
