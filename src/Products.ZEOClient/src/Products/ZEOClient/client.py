@@ -156,6 +156,12 @@ class ClusterClientStorage(ClientStorage):
         self._connected_once = False
         self.verification = None  # (outcome, objects, time) for status
         self.events = []  # [(time, text)], most recent last, bounded
+        # ZEO's cache counts adds and evictions only; hits and misses are
+        # counted here (ints: a lost increment under a thread race is an
+        # acceptable error for a statistic, a lock on every load is not).
+        self.hits = self.misses = 0
+        self.disconnects = self.reconnects = 0
+        self.state_since = time.time()
         kw["wait"] = False
         super().__init__(addr, _client_factory=_ClientThread, **kw)
         try:
@@ -211,7 +217,9 @@ class ClusterClientStorage(ClientStorage):
         objects = self._verify_invalidated if outcome == QUICK else 0
         self.verification = (outcome, objects, time.time())
         what = "reconnected" if self._connected_once else "connected"
+        self.reconnects += self._connected_once
         self._connected_once = True
+        self.state_since = time.time()
         detail = f"{outcome} ({objects} objects invalidated)" if outcome == QUICK else outcome
         logger.info(
             "%s: %s to the ZEO server at %s; client cache verified: %s",
@@ -225,6 +233,8 @@ class ClusterClientStorage(ClientStorage):
 
     def notify_disconnected(self):
         self._verified.clear()
+        self.disconnects += 1
+        self.state_since = time.time()
         super().notify_disconnected()
         logger.warning(
             "%s: lost the connection to the ZEO server at %s; serving from "
@@ -244,7 +254,35 @@ class ClusterClientStorage(ClientStorage):
                 raise ClientDisconnected(
                     "the client cache is still being verified"
                 )
-        return super().loadBefore(oid, tid)
+        # ClientStorage.loadBefore, counting hits and misses.
+        result = self._cache.loadBefore(oid, tid)
+        if result:
+            self.hits += 1
+            return result
+        self.misses += 1
+        return self._server.load_before(oid, tid)
+
+    # -- actions -------------------------------------------------------
+
+    def drop_connection(self):
+        """Abort the transport; ZEO's own reconnection then runs.
+
+        ZEO has no "reconnect" call, and closing its protocol object does
+        not reconnect; a transport that goes away does.
+        """
+        io = self._io()
+
+        def abort():
+            # ZEO's protocol hands its transport to a sized-message
+            # protocol (ZEO.asyncio.base); abort that transport.
+            sm_protocol = getattr(io.protocol, "sm_protocol", None)
+            transport = getattr(sm_protocol, "transport", None)
+            if transport is not None:
+                transport.abort()
+            elif io.protocol is not None:
+                logger.error("cannot drop the connection: ZEO's protocol has changed")
+
+        self._server.loop.call_soon_threadsafe(abort)
 
     # -- the commit ----------------------------------------------------
 

@@ -16,7 +16,8 @@ Two pieces, both needed:
   server's vote may have been saved.  And it marks every response that
   was served while the storage was disconnected with
   ``X-ZEO-Status: disconnected`` (cached pages may then be older than the
-  server's data, if other clients still reach it).
+  server's data, if other clients still reach it).  It also answers
+  ``/zeo-health`` for load balancers.
 """
 
 import html
@@ -98,6 +99,31 @@ def unavailable_page(exc, environ, retry_after):
     return "503 Service Unavailable", headers, data
 
 
+HEALTH_PATH = "/zeo-health"
+
+
+def health(environ, start_response):
+    """``/zeo-health``: for load balancers, no authentication, no details.
+
+    Answered here, before Zope: it needs neither the database nor a
+    worker's transaction.  200 ``ok`` when every ZEO storage is connected
+    and its cache verified, 503 ``disconnected`` otherwise.
+    """
+    ok = not disconnected() and not any(
+        getattr(storage, "verifying", lambda: False)() for storage in _storages()
+    )
+    body = b"ok\n" if ok else b"disconnected\n"
+    start_response(
+        "200 OK" if ok else "503 Service Unavailable",
+        [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+        ],
+    )
+    return [body]
+
+
 class ZEOClientMiddleware:
 
     def __init__(self, app, retry_after=10):
@@ -105,6 +131,8 @@ class ZEOClientMiddleware:
         self.retry_after = retry_after
 
     def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") == HEALTH_PATH:
+            return health(environ, start_response)
         def start(status, headers, exc_info=None):
             if disconnected():
                 headers = list(headers) + [(STATUS_HEADER, "disconnected")]
