@@ -387,6 +387,23 @@ class Bundle:
             "    print(t.description.decode('utf-8', 'replace').replace('\\n', ' '))\n"
         ).splitlines()
 
+    def make_garbage(self, megabytes):
+        """Commit about *megabytes* of objects, then unlink them all, so
+        that a pack has that much to remove."""
+        return self._client_script(
+            "import ZODB, transaction\n"
+            "from persistent.mapping import PersistentMapping\n"
+            "db = ZODB.DB(storage)\n"
+            f"for i in range({megabytes}):\n"
+            "    with db.transaction() as conn:\n"
+            "        junk = conn.root().setdefault('junk', PersistentMapping())\n"
+            "        for j in range(100):\n"
+            "            junk[(i, j)] = PersistentMapping(data=os.urandom(10000))\n"
+            "with db.transaction() as conn:\n"
+            "    del conn.root()['junk']\n"
+            "print(storage.getSize())\n"
+        )
+
     def last_transaction(self):
         """The server's last transaction id, as 16 hex digits."""
         return self._client_script("print(storage.lastTransaction().hex())\n").strip()

@@ -87,3 +87,24 @@ class TCPClusterLayer:
     @classmethod
     def tearDown(cls):
         cls.bundle.cleanup()
+
+
+class DaemonClusterLayer:
+    """The default bundle started with bin/cluster start (daemons), for
+    tests that stop and start its server."""
+
+    bundle = None
+
+    @classmethod
+    def setUp(cls):
+        cls.bundle = Bundle()
+        try:
+            cls.bundle.build()
+            cls.bundle.start()
+        except BaseException:
+            cls.bundle.cleanup()
+            raise
+
+    @classmethod
+    def tearDown(cls):
+        cls.bundle.cleanup()

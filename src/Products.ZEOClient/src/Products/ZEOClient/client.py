@@ -262,6 +262,19 @@ class ClusterClientStorage(ClientStorage):
         self.misses += 1
         return self._server.load_before(oid, tid)
 
+    def server_size(self):
+        """The database size as the server knows it now.
+
+        ``getSize()`` is what the server last pushed to this client, which
+        it does not do after other clients' commits.
+        """
+        if self.is_connected():
+            try:
+                return self._call("get_info")["size"]
+            except (ClientDisconnected, KeyError):
+                pass
+        return self.getSize()
+
     # -- actions -------------------------------------------------------
 
     def drop_connection(self):

@@ -21,6 +21,12 @@ DAY = 86400
 MAX_DAYS = 36500
 
 
+def size(storage):
+    """The database's size on the server (ClusterClientStorage knows it)."""
+    server_size = getattr(storage, "server_size", None)
+    return server_size() if server_size is not None else storage.getSize()
+
+
 class PackRefused(Exception):
     """A pack cannot start now; the message says why."""
 
@@ -63,7 +69,7 @@ class PackJob:
             self.state = "running"
             self.days = days
             self.started, self.finished = time.time(), None
-            self.size_before, self.size_after = storage.getSize(), None
+            self.size_before, self.size_after = size(storage), None
             self.error = None
             self._thread = threading.Thread(
                 target=self._run,
@@ -83,15 +89,10 @@ class PackJob:
                 self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
                 self.finished = time.time()
             return
-        # The server pushes the new size right after the pack; give it a
-        # moment to arrive.
-        deadline = time.monotonic() + 5
-        while storage.getSize() == self.size_before and time.monotonic() < deadline:
-            time.sleep(0.1)
         with self._lock:
             self.state = "done"
             self.finished = time.time()
-            self.size_after = storage.getSize()
+            self.size_after = size(storage)
         logger.info(
             "packed %s in %.1fs: %s -> %s bytes",
             self.name,

@@ -106,7 +106,7 @@ def server_status(storage):
     except Exception as exc:
         logger.debug("server_status failed: %r", exc)
         return None
-    return {key.replace(" ", "_"): value for key, value in stats.items()}
+    return dict(stats)
 
 
 def database_status(name, db, pack=None, history=None):
