@@ -136,7 +136,9 @@ def database_status(name, db, pack=None, history=None):
         ),
         "last_transaction": tid_info(storage.lastTransaction()),
         "server_last_transaction": last_server,
-        "size": storage.getSize(),
+        "size": (
+            storage.server_size() if hasattr(storage, "server_size") else storage.getSize()
+        ),
         "cache": cache_status(storage),
         "server": server,
         "pack": pack.as_dict() if pack is not None else {"state": "idle"},
