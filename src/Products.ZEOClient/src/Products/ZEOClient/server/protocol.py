@@ -1,0 +1,181 @@
+"""Hardened ZEO server protocol; see README.rst beside this file.
+
+It subclasses ZEO's ``ServerProtocol`` and takes its place in
+``ZEO.asyncio.server`` (where ``new_connection`` looks it up), so every
+connection the server accepts after ``install()`` gets it.  The methods
+and attributes of ZEO relied on are checked by ``check_hook_points``:
+if ZEO has moved them, the server refuses to start, loudly.
+"""
+
+import io
+import logging
+import struct
+
+import ZEO.asyncio.marshal
+import ZEO.asyncio.server
+
+logger = logging.getLogger(__name__)
+
+# Exactly what legitimate clients put in pickled protocol messages.
+ALLOWED_GLOBALS = frozenset(
+    {
+        ("ZopeUndo.Prefix", "Prefix"),
+        ("copy_reg", "_reconstructor"),
+        ("copyreg", "_reconstructor"),
+        ("__builtin__", "object"),
+        ("builtins", "object"),
+        ("__builtin__", "set"),
+        ("builtins", "set"),
+        ("__builtin__", "frozenset"),
+        ("builtins", "frozenset"),
+    }
+)
+
+ENCODINGS = {"pickle": b"Z", "msgpack": b"M"}
+DEFAULT_MAX_FRAME = 64 * 1024 * 1024
+
+
+class RefusedMessage(Exception):
+    """A protocol message the hardened server does not accept."""
+
+
+def check_hook_points():
+    """Raise RuntimeError (at server start) if ZEO has changed."""
+    server_protocol = getattr(ZEO.asyncio.server, "ServerProtocol", None)
+    missing = [
+        name
+        for name in ("finish_connection", "message_received", "connection_made")
+        if not hasattr(server_protocol, name)
+    ]
+    if server_protocol is None or not hasattr(ZEO.asyncio.server, "new_connection"):
+        missing.append("ZEO.asyncio.server.ServerProtocol/new_connection")
+    if not hasattr(ZEO.asyncio.marshal, "server_decoder"):
+        missing.append("ZEO.asyncio.marshal.server_decoder")
+    if missing:
+        raise RuntimeError(
+            "Products.ZEOClient.server cannot harden this ZEO version; "
+            "missing: " + ", ".join(missing)
+        )
+
+
+# Python 2 names that pickles of protocol < 3 still carry.
+PYTHON3_MODULE = {"__builtin__": "builtins", "copy_reg": "copyreg"}
+
+
+def restricted_find_global(module, name):
+    if (module, name) not in ALLOWED_GLOBALS:
+        raise RefusedMessage(f"global {module}.{name} is not allowed")
+    module = PYTHON3_MODULE.get(module, module)
+    module_object = __import__(module, fromlist=[name])
+    return getattr(module_object, name)
+
+
+def restricted_loads(data):
+    unpickler = ZEO.asyncio.marshal.Unpickler(io.BytesIO(data))
+    unpickler.find_global = restricted_find_global
+    try:
+        unpickler.find_class = restricted_find_global
+    except AttributeError:
+        pass
+    return unpickler.load()
+
+
+class FrameGuard:
+    """Follows the sized-message framing (4-byte big-endian length, then
+    the body) of the bytes received, to refuse an oversized frame as soon
+    as its header arrives."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.header = b""
+        self.remaining = 0
+
+    def feed(self, data):
+        """Return None, or the size of the first frame over the limit."""
+        i, n = 0, len(data)
+        while i < n:
+            if self.remaining:
+                take = min(self.remaining, n - i)
+                self.remaining -= take
+                i += take
+                continue
+            take = min(4 - len(self.header), n - i)
+            self.header += data[i:i + take]
+            i += take
+            if len(self.header) == 4:
+                (size,) = struct.unpack(">I", self.header)
+                self.header = b""
+                if size > self.limit:
+                    return size
+                self.remaining = size
+        return None
+
+
+class HardenedServerProtocol(ZEO.asyncio.server.ServerProtocol):
+
+    encodings = frozenset(ENCODINGS.values())
+    max_frame_size = DEFAULT_MAX_FRAME
+
+    def refuse(self, why):
+        logger.error("refused connection from %s: %s; closing it", self.addr, why)
+        self.close()
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        receive = self.data_received
+        guard = FrameGuard(self.max_frame_size)
+
+        def data_received(data):
+            if self.closed:
+                return
+            too_big = guard.feed(data)
+            if too_big is not None:
+                return self.refuse(
+                    f"a message frame of {too_big} bytes is larger than "
+                    f"max-frame-size ({self.max_frame_size})"
+                )
+            receive(data)
+
+        self.data_received = data_received
+
+    def finish_connection(self, protocol_version):
+        if protocol_version != b"ruok" and protocol_version[:1] not in self.encodings:
+            return self.refuse(f"handshake {protocol_version[:16]!r} not accepted")
+        super().finish_connection(protocol_version)
+        if self.closed or protocol_version == b"ruok":
+            return
+        decode = self.decode
+        if protocol_version[:1] == b"Z":
+            decode = restricted_loads
+
+        def checked_decode(message):
+            try:
+                decoded = decode(message)
+                name = decoded[2]
+                if decoded[0] != -1 and name not in self.methods:
+                    raise RefusedMessage(f"method {name!r} is not offered")
+            except RefusedMessage as exc:
+                self.refuse(str(exc))
+                raise
+            except Exception as exc:
+                self.refuse(f"undecodable message ({type(exc).__name__})")
+                raise
+            return decoded
+
+        self.decode = checked_decode
+
+
+def install(encodings=None, max_frame_size=DEFAULT_MAX_FRAME):
+    """Make the server use HardenedServerProtocol for new connections."""
+    check_hook_points()
+    if encodings is not None:
+        HardenedServerProtocol.encodings = frozenset(ENCODINGS[e] for e in encodings)
+    HardenedServerProtocol.max_frame_size = max_frame_size
+    ZEO.asyncio.server.ServerProtocol = HardenedServerProtocol
+    logger.info(
+        "hardened ZEO protocol: encodings %s, max frame %d bytes, "
+        "%d allowed globals",
+        sorted(e.decode() for e in HardenedServerProtocol.encodings),
+        max_frame_size,
+        len(ALLOWED_GLOBALS),
+    )

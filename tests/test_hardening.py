@@ -1,0 +1,262 @@
+"""Nothing a client sends can make the bundle's server run code.
+
+Raw protocol messages over the server's real unix socket; each attack
+would create a marker file if the server ran it.
+"""
+
+import os
+import pickle
+import socket
+import struct
+import subprocess
+import unittest
+
+from .harness import ZOPEPY
+from .harness import wait_until
+from .layers import DaemonClusterLayer
+
+
+class Call:
+    """Pickles as a call of *func*: what an attacker sends."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def frame(payload):
+    return struct.pack(">I", len(payload)) + payload
+
+
+def recv_exact(sock, n):
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def read_frame(sock):
+    header = recv_exact(sock, 4)
+    if header is None:
+        return None
+    return recv_exact(sock, struct.unpack(">I", header)[0])
+
+
+def closed_by_server(sock):
+    """True once the server has closed the connection (bounded)."""
+    sock.settimeout(10)
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return True
+    except (socket.timeout, ConnectionResetError):
+        return False
+
+
+class HardeningTests(unittest.TestCase):
+
+    layer = DaemonClusterLayer
+
+    @property
+    def bundle(self):
+        return self.layer.bundle
+
+    def setUp(self):
+        self.marker = os.path.join(self.bundle.directory, "PWNED")
+        if os.path.exists(self.marker):
+            os.unlink(self.marker)
+
+    def connect(self, handshake=None):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(sock.close)
+        sock.settimeout(10)
+        sock.connect(os.path.join(self.bundle.var, "zeo.sock"))
+        announced = read_frame(sock)
+        self.assertTrue(announced.startswith(b"Z"), announced)
+        sock.sendall(frame(handshake or announced))
+        return sock
+
+    def attack(self, payload, words):
+        sock = self.connect()
+        sock.sendall(frame(payload))
+        self.assertTrue(closed_by_server(sock), "the server kept the connection")
+        self.assertFalse(os.path.exists(self.marker), "the server ran the attack")
+        wait_until(
+            f"the refusal ({words}) in the server log",
+            lambda: words in self.bundle.log("zeoserver"),
+            10,
+        )
+        self.assertServerStillServes()
+
+    def assertServerStillServes(self):
+        self.assertRegex(self.bundle.last_transaction(), "^[0-9a-f]{16}$")
+
+    def message(self, method, *args):
+        return pickle.dumps((1, 0, method, args), 3)
+
+    def test_exec(self):
+        code = f"open({self.marker!r}, 'w').write('exec')"
+        self.attack(self.message("lastTransaction", Call(exec, code)), "builtins.exec")
+
+    def test_eval(self):
+        code = f"open({self.marker!r}, 'w')"
+        self.attack(self.message("lastTransaction", Call(eval, code)), "builtins.eval")
+
+    def test_getattr_chain(self):
+        # getattr(__import__("os"), "system")("touch MARKER"): a pickle
+        # the pickler cannot write from objects, so written by hand.
+        evil = (
+            b"cbuiltins\ngetattr\n(cbuiltins\n__import__\n(Vos\ntRVsystem\ntR"
+            b"(Vtouch " + self.marker.encode() + b"\ntR"
+        )
+        payload = b"(I1\nI0\nVlastTransaction\n(" + evil + b"tt."
+        self.attack(payload, "builtins.getattr")
+
+    def test_import(self):
+        self.attack(
+            self.message("lastTransaction", Call(__import__, "os")),
+            "builtins.__import__",
+        )
+
+    def test_os_system(self):
+        self.attack(
+            self.message("lastTransaction", Call(os.system, f"touch {self.marker}")),
+            "posix.system",
+        )
+
+    def test_subprocess(self):
+        self.attack(
+            self.message("lastTransaction", Call(subprocess.call, ["touch", self.marker])),
+            "subprocess.call",
+        )
+
+    def test_method_the_server_does_not_offer(self):
+        self.attack(self.message("notify_disconnected"), "method 'notify_disconnected'")
+
+    def test_malformed_message(self):
+        self.attack(b"\x80\x03garbage that is no pickle", "undecodable message")
+
+    def test_oversized_frame_is_refused_before_its_body(self):
+        sock = self.connect()
+        sock.sendall(struct.pack(">I", 0x7FFFFFFF) + b"x" * 1000)
+        self.assertTrue(closed_by_server(sock))
+        wait_until(
+            "the refusal in the server log",
+            lambda: "larger than max-frame-size" in self.bundle.log("zeoserver"),
+            10,
+        )
+        self.assertServerStillServes()
+
+    def test_wrong_handshake(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(sock.close)
+        sock.settimeout(10)
+        sock.connect(os.path.join(self.bundle.var, "zeo.sock"))
+        read_frame(sock)
+        sock.sendall(frame(b"Q5"))
+        self.assertTrue(closed_by_server(sock))
+        self.assertServerStillServes()
+
+    def test_legitimate_client_still_works(self):
+        script = """
+import os, time, transaction, ZEO, ZODB
+from BTrees.Length import Length
+from ZODB.blob import Blob
+storage = ZEO.client(os.environ['ZEO_ADDRESS'], wait_timeout=30,
+                     blob_dir=os.environ['BLOBS'], shared_blob_dir=True)
+db = ZODB.DB(storage)
+from persistent.mapping import PersistentMapping
+with db.transaction() as conn:
+    conn.root()['box'] = PersistentMapping()
+with db.transaction() as conn:
+    conn.root()['length'] = Length(0)
+    conn.root()['blob'] = Blob(b'blob data')
+with db.transaction() as conn:
+    with conn.root()['blob'].open('r') as f:
+        assert f.read() == b'blob data'
+# Conflict resolution: two connections change one Length.
+tm1, tm2 = transaction.TransactionManager(), transaction.TransactionManager()
+c1, c2 = db.open(transaction_manager=tm1), db.open(transaction_manager=tm2)
+c1.root()['length'].change(1)
+c2.root()['length'].change(2)
+tm1.commit()
+tm2.commit()
+c1.close(); c2.close()
+with db.transaction() as conn:
+    assert conn.root()['length'].value == 3, conn.root()['length'].value
+# Undo, found with a filter.
+with db.transaction('hardening: undo me') as conn:
+    conn.root()['box']['x'] = 1
+info = storage.undoInfo(0, 20, {'description': b'hardening: undo me'})
+assert info and info[0]['description'] == b'hardening: undo me', info
+db.undo(info[0]['id'])
+transaction.commit()
+with db.transaction() as conn:
+    assert 'x' not in conn.root()['box']
+db.pack(time.time())
+print('ok')
+"""
+        result = subprocess.run(
+            [ZOPEPY, "-c", script],
+            env=dict(
+                os.environ,
+                ZEO_ADDRESS=self.bundle.client_address(),
+                BLOBS=os.path.join(self.bundle.var, "blobstorage"),
+            ),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.strip(), "ok")
+
+
+class StockServerTests(unittest.TestCase):
+    """The same attack against ZEO's stock server runs code: proof that
+    the payloads above are real, and the baseline the bundle changes."""
+
+    layer = DaemonClusterLayer
+
+    def test_stock_server_runs_the_exec_message(self):
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="stockzeo-")
+        self.addCleanup(__import__("shutil").rmtree, folder, True)
+        path = os.path.join(folder, "zeo.sock")
+        marker = os.path.join(folder, "PWNED")
+        conf = os.path.join(folder, "zeo.conf")
+        with open(conf, "w") as f:
+            f.write(
+                f"<zeo>\n  address {path}\n</zeo>\n"
+                f"<filestorage 1>\n  path {folder}/Data.fs\n</filestorage>\n"
+            )
+        server = subprocess.Popen(
+            [ZOPEPY, "-c", f"from ZEO.runzeo import main; main(['-C', {conf!r}])"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def stop():
+            server.terminate()
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+        self.addCleanup(stop)
+        wait_until("the stock server's socket", lambda: os.path.exists(path), 60)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(sock.close)
+        sock.settimeout(10)
+        sock.connect(path)
+        sock.sendall(frame(read_frame(sock)))
+        code = f"open({marker!r}, 'w').write('exec')"
+        sock.sendall(frame(pickle.dumps((1, 0, "lastTransaction", (Call(exec, code),)), 3)))
+        wait_until("the stock server to run the attack", lambda: os.path.exists(marker), 30)
