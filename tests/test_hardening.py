@@ -163,6 +163,78 @@ class HardeningTests(unittest.TestCase):
         self.assertTrue(closed_by_server(sock))
         self.assertServerStillServes()
 
+    def run_client(self, script):
+        result = subprocess.run(
+            [ZOPEPY, "-c", script],
+            env=dict(
+                os.environ,
+                ZEO_ADDRESS=self.bundle.client_address(),
+                BLOBS=os.path.join(self.bundle.var, "blobstorage"),
+                MARKER=self.marker,
+            ),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return result.stdout
+
+    CLIENT = """
+import os, transaction, ZEO, ZODB
+from BTrees.OOBTree import OOBTree
+from persistent.mapping import PersistentMapping
+class Call:
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+    def __reduce__(self):
+        return self.func, self.args
+storage = ZEO.client(os.environ['ZEO_ADDRESS'], wait_timeout=30)
+db = ZODB.DB(storage)
+"""
+
+    def test_record_that_runs_code_is_refused_at_vote(self):
+        before = self.bundle.last_transaction()
+        out = self.run_client(self.CLIENT + """
+conn = db.open()
+conn.root()['evil'] = PersistentMapping(x=Call(os.system, 'touch ' + os.environ['MARKER']))
+try:
+    transaction.commit()
+except Exception as exc:
+    print(type(exc).__name__, exc)
+transaction.abort()
+""")
+        self.assertIn("RecordRefused", out)
+        self.assertIn("references posix.system", out)
+        self.assertIn("nothing of this transaction was written", out)
+        self.assertEqual(self.bundle.last_transaction(), before)
+        self.assertFalse(os.path.exists(self.marker))
+        self.assertServerStillServes()
+        self.assertEqual(self.bundle.add_folder("instance1", "afterevil", "ok").status, 200)
+
+    def test_conflict_on_a_malicious_record_never_unpickles_it(self):
+        # Without the guard the server would resolve this conflict by
+        # unpickling the new bucket state, running os.system.
+        out = self.run_client(self.CLIENT + """
+with db.transaction() as conn:
+    conn.root()['tree'] = OOBTree()
+tm1, tm2 = transaction.TransactionManager(), transaction.TransactionManager()
+c1, c2 = db.open(transaction_manager=tm1), db.open(transaction_manager=tm2)
+c1.root()['tree']['a'] = 1
+c2.root()['tree']['b'] = Call(os.system, 'touch ' + os.environ['MARKER'])
+tm1.commit()
+try:
+    tm2.commit()
+except Exception as exc:
+    print(type(exc).__name__, exc)
+tm2.abort()
+with db.transaction() as conn:
+    print(sorted(conn.root()['tree'].keys()))
+""")
+        self.assertIn("RecordRefused", out)
+        self.assertIn("['a']", out)
+        self.assertFalse(os.path.exists(self.marker))
+        self.assertServerStillServes()
+
     def test_legitimate_client_still_works(self):
         script = """
 import os, time, transaction, ZEO, ZODB

@@ -1,13 +1,15 @@
 """``<hardened>``: the zeo.conf section that installs the hardening.
 
-It wraps the server's storage section and returns that storage as it is;
-opening it installs ``protocol.install`` with this section's keys, before
-the server accepts any connection.
+It wraps the server's storage section; opening it installs
+``protocol.install`` with this section's keys, before the server accepts
+any connection, and puts the stored-records guard (``records.py``) on the
+storage's ``store``, ``restore`` and ``storeBlob``.
 """
 
 from ZODB.config import BaseConfig
 
 from . import protocol
+from . import records
 
 
 class Hardened(BaseConfig):
@@ -17,7 +19,15 @@ class Hardened(BaseConfig):
             encodings=self.config.encodings or None,
             max_frame_size=self.config.max_frame_size,
         )
-        return self.config.base.open()
+        storage = self.config.base.open()
+        if self.config.guard_records:
+            policy = records.Policy(
+                modules=records.DEFAULT_MODULES + tuple(self.config.allow_module),
+                globals_=records.DEFAULT_GLOBALS + tuple(self.config.allow_global),
+                callables=records.DEFAULT_CALLABLES + tuple(self.config.allow_callable),
+            )
+            records.guard(storage, policy)
+        return storage
 
 
 def encoding(value):

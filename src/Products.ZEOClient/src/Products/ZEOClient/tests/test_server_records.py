@@ -1,0 +1,117 @@
+import datetime
+import os
+import unittest
+
+import transaction
+import ZODB
+from BTrees.OOBTree import OOBTree
+from OFS.Folder import Folder
+from persistent.mapping import PersistentMapping
+from ZODB.MappingStorage import MappingStorage
+from zope.interface import Interface
+from zope.interface import alsoProvides
+
+from Products.ZEOClient.server import records
+
+
+class IMarker(Interface):
+    pass
+
+
+class Call:
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def stored_records(*objects):
+    """The records ZODB writes for *objects* (real ZODB pickles)."""
+    storage = MappingStorage()
+    seen = []
+    store = storage.store
+
+    def spy(oid, serial, data, version, txn):
+        seen.append(data)
+        return store(oid, serial, data, version, txn)
+
+    storage.store = spy
+    db = ZODB.DB(storage)
+    with db.transaction() as conn:
+        for n, obj in enumerate(objects):
+            conn.root()[n] = obj
+    db.close()
+    return seen
+
+
+class ScanTests(unittest.TestCase):
+
+    policy = records.Policy()
+
+    def test_zope_content_passes(self):
+        folder = Folder("f")
+        folder.title = "T"
+        alsoProvides(folder, IMarker)
+        tree = OOBTree()
+        tree["a"] = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+        mapping = PersistentMapping(s={1, 2}, f=frozenset([3]), b=b"x", d=datetime.date.today())
+        for data in stored_records(folder, tree, mapping):
+            records.scan(data, self.policy)
+
+    def refused(self, obj, words):
+        with self.assertRaises(records.RecordRefused) as raised:
+            for data in stored_records(PersistentMapping(x=obj)):
+                records.scan(data, self.policy)
+        self.assertIn(words, str(raised.exception))
+
+    def test_os_system_is_refused(self):
+        self.refused(Call(os.system, "true"), "references posix.system")
+
+    def test_exec_is_refused(self):
+        self.refused(Call(exec, "pass"), "references builtins.exec")
+
+    def test_allowed_module_function_may_not_be_called(self):
+        # A gadget: a function from an allowed package, called by REDUCE.
+        from OFS.Application import initialize
+
+        self.refused(Call(initialize, None), "calls OFS.Application.initialize")
+
+    def test_allowed_class_may_be_referenced(self):
+        # A class from an allowed package, only referenced: fine.
+        for data in stored_records(PersistentMapping(cls=Folder)):
+            records.scan(data, self.policy)
+
+    def test_operator_can_allow_a_package(self):
+        policy = records.Policy(modules=records.DEFAULT_MODULES + ("unittest",))
+        for data in stored_records(PersistentMapping(cls=unittest.TestCase)):
+            records.scan(data, policy)
+        with self.assertRaises(records.RecordRefused):
+            for data in stored_records(PersistentMapping(cls=unittest.TestCase)):
+                records.scan(data, self.policy)
+
+    def test_unreadable_pickles_are_refused_by_the_guard(self):
+        storage = MappingStorage()
+        records.guard(storage, self.policy)
+        with self.assertRaises(records.RecordRefused) as raised:
+            storage.store(b"\0" * 8, b"\0" * 8, b"not a pickle", "", None)
+        self.assertIn("not a readable pickle", str(raised.exception))
+        self.assertIn("nothing of this transaction was written", str(raised.exception))
+
+
+class GuardTests(unittest.TestCase):
+
+    def test_refused_transaction_writes_nothing(self):
+        storage = MappingStorage()
+        records.guard(storage, records.Policy())
+        db = ZODB.DB(storage)
+        self.addCleanup(db.close)
+        before = storage.lastTransaction()
+        conn = db.open()
+        conn.root()["bad"] = PersistentMapping(x=Call(os.system, "true"))
+        with self.assertLogs("Products.ZEOClient.server.records", "ERROR"):
+            with self.assertRaises(records.RecordRefused):
+                transaction.commit()
+        transaction.abort()
+        conn.close()
+        self.assertEqual(storage.lastTransaction(), before)
