@@ -158,21 +158,23 @@ class Bundle:
 
     # -- building ------------------------------------------------------
 
-    def build(self, **settings):
-        """Run buildout for this folder; *settings* like ``zeo:address``."""
+    def build(self, extra="", **settings):
+        """Run buildout for this folder; *settings* like ``zeo:address``,
+        *extra* more configuration text for the override file."""
         self.settings.update(settings)
         config = os.path.join(self.directory, "buildout.cfg")
-        extra = self.instances[2:]
+        extra_instances = self.instances[2:]
         with open(config, "w") as f:
             f.write(
                 OVERRIDES.format(
-                    checkout=CHECKOUT, parts=" ".join([PARTS, *extra])
+                    checkout=CHECKOUT, parts=" ".join([PARTS, *extra_instances])
                 )
             )
-            for name in extra:
+            for name in extra_instances:
                 f.write(
                     f"\n[{name}]\n<= instance-base\nhttp-address = 127.0.0.1:0\n"
                 )
+            f.write(extra)
         args = [BUILDOUT, "-c", config, "-q"]
         args += [f"{key}={value}" for key, value in sorted(self.settings.items())]
         result = subprocess.run(

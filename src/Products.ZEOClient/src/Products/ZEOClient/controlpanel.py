@@ -74,7 +74,7 @@ class ZEOControlPanel(Tabs, Traversable, Implicit):
     ) + ({"label": "ZEO", "action": "manage_main"},)
 
     security.declareProtected(view_management_screens, "manage_main")
-    manage_main = manage_workspace = PageTemplateFile("www/zeo.zpt", globals())
+    manage_main = PageTemplateFile("www/zeo.zpt", globals())
 
     # -- data for the screen and the machines -----------------------------
 

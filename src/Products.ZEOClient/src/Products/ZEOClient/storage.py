@@ -74,6 +74,8 @@ class ZEOClusterClient(BaseConfig):
         for key in ("blob_cache_size", "blob_cache_size_check", "client_label"):
             if getattr(zeo, key, None) is not None:
                 options[key] = getattr(zeo, key)
+        if self.config.ssl:
+            options["ssl"], options["ssl_server_hostname"] = self.config.ssl
         return ClusterClientStorage(
             [server.address for server in zeo.server],
             startup_wait=self.config.startup_wait,
