@@ -30,6 +30,10 @@ status:
 test: build
 	bin/test $(TESTFLAGS)
 
+# Side-by-side figures (a few minutes); var/bench/results.json.
+bench: build
+	bin/zopepy bench/bench.py $(BENCHFLAGS)
+
 # Build output only; var/ (the database, logs, password) is kept.
 clean:
 	@if [ -x bin/cluster ]; then bin/cluster stop >/dev/null 2>&1 || true; fi

@@ -1,0 +1,364 @@
+"""``make bench``: the bundle's ZEO against FileStorage, side by side.
+
+Everything compared is measured in the same run, interleaved in rounds
+(each round measures every target once, so drift on a noisy machine hits
+all alike); medians and the 10-90 % spread of the per-round medians are
+reported.  The ZEO servers are the bundle's own (built by the test
+harness from this checkout's buildout.cfg into temporary folders:
+hardened protocol and stored-records guard on), over a unix socket and
+over TCP on 127.0.0.1.
+
+Prints a table and writes var/bench/results.json.  ``--quick`` runs a
+few rounds only (the test suite uses it to keep this from rotting; it
+asserts the invariants, never the timings).
+"""
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CHECKOUT = os.path.dirname(HERE)
+sys.path.insert(0, CHECKOUT)
+
+import transaction  # noqa: E402
+import ZEO  # noqa: E402
+import ZODB  # noqa: E402
+from persistent.mapping import PersistentMapping  # noqa: E402
+from ZODB.FileStorage import FileStorage  # noqa: E402
+from ZODB.POSException import ConflictError  # noqa: E402
+from ZODB.utils import maxtid  # noqa: E402
+
+from tests.harness import Bundle  # noqa: E402
+from tests.harness import wait_until  # noqa: E402
+
+
+def spread(values):
+    values = sorted(values)
+    if not values:
+        return None
+    k = len(values) - 1
+    return {
+        "median": statistics.median(values),
+        "p10": values[int(k * 0.1)],
+        "p90": values[int(k * 0.9)],
+        "n": len(values),
+    }
+
+
+class Target:
+    """A database to commit to and load from."""
+
+    def __init__(self, name, storage):
+        self.name = name
+        self.storage = storage
+        self.db = ZODB.DB(storage, cache_size=100000)
+        self.conn = self.db.open()
+        root = self.conn.root()
+        root["bench"] = PersistentMapping(
+            (i, PersistentMapping(v=0)) for i in range(100)
+        )
+        transaction.commit()
+        self.objects = [root["bench"][i] for i in range(100)]
+
+    def commit(self, count):
+        """Seconds for one transaction changing *count* objects."""
+        for obj in self.objects[:count]:
+            obj["v"] += 1
+        began = time.perf_counter()
+        transaction.commit()
+        return time.perf_counter() - began
+
+    def close(self):
+        self.conn.close()
+        self.db.close()
+
+
+def client(address):
+    return ZEO.client(address, wait_timeout=30, cache_size=64 * 1024 * 1024)
+
+
+def commit_latency(targets, rounds, per_round, sizes):
+    samples = {(t.name, n): [] for t in targets for n in sizes}
+    for _ in range(rounds):
+        for n in sizes:
+            for target in targets:
+                times = [target.commit(n) for _ in range(per_round)]
+                samples[(target.name, n)].append(statistics.median(times))
+    result = {}
+    for n in sizes:
+        fs = spread(samples[("filestorage", n)])
+        for target in targets:
+            s = spread(samples[(target.name, n)])
+            s["ms"] = s["median"] * 1000
+            s["ratio_to_filestorage"] = s["median"] / fs["median"]
+            result[f"{target.name} {n} objects"] = s
+    return result
+
+
+def load_latency(fs_target, zeo_target, rounds, per_round):
+    oid = zeo_target.objects[0]._p_oid
+    fs_oid = fs_target.objects[0]._p_oid
+    zeo_target.storage.load(oid)  # now in the client cache
+    kinds = {
+        "filestorage load": lambda: fs_target.storage.load(fs_oid),
+        "zeo cache hit": lambda: zeo_target.storage.load(oid),
+        # A miss is one round trip to the server, as load_before does it.
+        "zeo cache miss": lambda: zeo_target.storage._server.load_before(oid, maxtid),
+    }
+    samples = {k: [] for k in kinds}
+    for _ in range(rounds):
+        for name, load in kinds.items():
+            began = time.perf_counter()
+            for _ in range(per_round):
+                load()
+            samples[name].append((time.perf_counter() - began) / per_round)
+    base = statistics.median(samples["filestorage load"])
+    result = {}
+    for name, values in samples.items():
+        s = spread(values)
+        s["us"] = s["median"] * 1e6
+        s["ratio_to_filestorage"] = s["median"] / base
+        result[name] = s
+    return result
+
+
+def guard_cost(target, repeat):
+    from Products.ZEOClient.server import records
+
+    policy = records.Policy()
+    datas = [target.storage.load(obj._p_oid)[0] for obj in target.objects[:20]]
+    datas.append(target.storage.load(target.conn.root()["bench"]._p_oid)[0])
+    began = time.perf_counter()
+    for _ in range(repeat):
+        for data in datas:
+            records.scan(data, policy)
+    per_record = (time.perf_counter() - began) / (repeat * len(datas))
+    return {"us_per_record": per_record * 1e6, "records": len(datas),
+            "bytes": [len(d) for d in datas[:1] + datas[-1:]]}
+
+
+def writer(address, key, seconds, shared, results):
+    storage = client(address)
+    db = ZODB.DB(storage)
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    commits = conflicts = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        delay = 0.001
+        for _attempt in range(100):
+            try:
+                box = conn.root()["shared" if shared else key]
+                box["v"] += 1
+                tm.commit()
+                commits += 1
+                break
+            except ConflictError:
+                tm.abort()
+                conflicts += 1
+                # Back off with jitter: immediate retries starve writers.
+                time.sleep(delay * random.random())
+                delay = min(delay * 2, 0.05)
+    conn.close()
+    db.close()
+    results.put((key, commits, conflicts))
+
+
+def writers(address, k, seconds, shared):
+    storage = client(address)
+    db = ZODB.DB(storage)
+    with db.transaction() as conn:
+        root = conn.root()
+        for i in range(k):
+            root[f"w{i}"] = PersistentMapping(v=0)
+        root["shared"] = PersistentMapping(v=0)
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=writer, args=(address, f"w{i}", seconds, shared, results))
+        for i in range(k)
+    ]
+    began = time.monotonic()
+    for p in procs:
+        p.start()
+    rows = [results.get(timeout=seconds + 120) for _ in procs]
+    for p in procs:
+        p.join(30)
+    elapsed = time.monotonic() - began
+    total = sum(r[1] for r in rows)
+    storage.sync() if hasattr(storage, "sync") else None
+    with db.transaction() as conn:
+        if shared:
+            value = conn.root()["shared"]["v"]
+        else:
+            value = sum(conn.root()[f"w{i}"]["v"] for i in range(k))
+    db.close()
+    return {
+        "writers": k,
+        "tx_per_s": total / seconds,
+        "commits": total,
+        "conflicts": sum(r[2] for r in rows),
+        "commits_per_writer": sorted(r[1] for r in rows),
+        "min_commits_per_writer_per_s": min(r[1] for r in rows) / seconds,
+        "lost_updates": total - value,
+        "elapsed_s": elapsed,
+    }
+
+
+async def http_load(urls, seconds, concurrency, auth):
+    latencies = []
+    errors = 0
+    deadline = time.monotonic() + seconds
+
+    async def worker(url):
+        nonlocal errors
+        host, port = url.split("//")[1].split("/")[0].split(":")
+        reader, writer_ = await asyncio.open_connection(host, int(port))
+        request = (
+            f"GET /bench_page HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {auth}\r\n\r\n"
+        ).encode()
+        while time.monotonic() < deadline:
+            began = time.perf_counter()
+            writer_.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(
+                [h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")][0]
+                .split(b":")[1]
+            )
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - began)
+            if not head.startswith(b"HTTP/1.1 200"):
+                errors += 1
+        writer_.close()
+
+    await asyncio.gather(*(worker(urls[i % len(urls)]) for i in range(concurrency)))
+    latencies.sort()
+    return {
+        "requests_per_s": len(latencies) / seconds,
+        "requests": len(latencies),
+        "errors": errors,
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+    }
+
+
+def http_client(urls, seconds, concurrency, auth, results):
+    results.put(asyncio.run(http_load(urls, seconds, concurrency, auth)))
+
+
+def http_bench(bundle, seconds, concurrency):
+    import base64
+
+    bundle.start()
+    response = bundle.http(
+        "instance1", "POST", "/manage_addProduct/PageTemplates/manage_addPageTemplate",
+        data={"id": "bench_page", "title": "bench", "text": "<p tal:content='template/title'>x</p>"},
+    )
+    assert response.status in (200, 302), response.status
+    wait_until(
+        "the page on instance2",
+        lambda: bundle.http("instance2", "GET", "/bench_page").status == 200,
+        30,
+    )
+    auth = base64.b64encode(f"admin:{bundle.password}".encode()).decode()
+    ctx = multiprocessing.get_context("spawn")
+    result = {}
+    for label, names in (("one instance", ["instance1"]), ("both instances", ["instance1", "instance2"])):
+        queue = ctx.Queue()
+        urls = [bundle.url(n) for n in names]
+        proc = ctx.Process(target=http_client, args=(urls, seconds, concurrency, auth, queue))
+        proc.start()
+        result[label] = queue.get(timeout=seconds + 60)
+        proc.join(30)
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a few rounds only")
+    parser.add_argument("--output", default=os.path.join(CHECKOUT, "var", "bench", "results.json"))
+    args = parser.parse_args(argv)
+    quick = args.quick
+    rounds, per_round = (3, 5) if quick else (15, 20)
+    writer_seconds = 1.0 if quick else 5.0
+    http_seconds = 2.0 if quick else 10.0
+    ks = (1, 2) if quick else (1, 2, 4, 8)
+
+    unix = Bundle().build()
+    tcp = Bundle()
+    bundles = [unix, tcp]
+    results = {"quick": quick, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    folder = tempfile.mkdtemp(prefix="bench-fs-")
+    targets = []
+    try:
+        unix.start_server()
+        tcp.build(**{"zeo:address": "127.0.0.1:0"})
+        tcp.start_server()
+        port = wait_until("the TCP server's port", tcp.server_port, 60)
+        unix_address = os.path.join(unix.var, "zeo.sock")
+        tcp_address = ("127.0.0.1", port)
+
+        fs = Target("filestorage", FileStorage(os.path.join(folder, "Data.fs")))
+        zeo_unix = Target("zeo unix", client(unix_address))
+        zeo_tcp = Target("zeo tcp", client(tcp_address))
+        targets = [fs, zeo_unix, zeo_tcp]
+        results["commit"] = commit_latency(targets, rounds, per_round, (1, 10, 100))
+        results["load"] = load_latency(fs, zeo_unix, rounds, per_round * 50)
+        results["guard"] = guard_cost(zeo_unix, 20 if quick else 200)
+        for target in targets:
+            target.close()
+        targets = []
+        results["writers_distinct"] = [
+            writers(unix_address, k, writer_seconds, shared=False) for k in ks
+        ]
+        results["writers_shared_counter"] = [
+            writers(unix_address, k, writer_seconds, shared=True) for k in ks + ((8,) if quick else ())
+        ]
+        unix.run_script("zeoinit")
+        results["http"] = http_bench(unix, http_seconds, 8)
+    finally:
+        for target in targets:
+            target.close()
+        for bundle in bundles:
+            bundle.cleanup()
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    with open(args.output, "w") as f:
+        json.dump(results, f, indent=2)
+    report(results)
+    print(f"\nwritten to {args.output}")
+    return 0
+
+
+def report(r):
+    print("\nCommit latency (ms, median [p10-p90] of per-round medians)")
+    for name, s in r["commit"].items():
+        print(f"  {name:28} {s['ms']:8.3f}  [{s['p10']*1000:.3f}-{s['p90']*1000:.3f}]"
+              f"  x{s['ratio_to_filestorage']:.2f} FileStorage")
+    print("\nLoad latency (us)")
+    for name, s in r["load"].items():
+        print(f"  {name:28} {s['us']:8.1f}  x{s['ratio_to_filestorage']:.2f} FileStorage")
+    g = r["guard"]
+    one = r["commit"]["zeo unix 1 objects"]["ms"] * 1000
+    print(f"\nStored-records guard: {g['us_per_record']:.1f} us per record "
+          f"({g['us_per_record'] / one * 100:.1f} % of a 1-object ZEO commit)")
+    for label in ("writers_distinct", "writers_shared_counter"):
+        print(f"\n{label.replace('_', ' ').capitalize()}")
+        for row in r[label]:
+            print(f"  K={row['writers']}: {row['tx_per_s']:7.1f} tx/s, conflicts {row['conflicts']}, "
+                  f"per writer {row['commits_per_writer']}, lost updates {row['lost_updates']}")
+    print("\nHTTP GET of a page template, 8 connections")
+    for label, row in r["http"].items():
+        print(f"  {label:15} {row['requests_per_s']:7.1f} req/s  p50 {row['p50_ms']:.1f} ms"
+              f"  p99 {row['p99_ms']:.1f} ms  errors {row['errors']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

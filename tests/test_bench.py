@@ -1,0 +1,45 @@
+"""``make bench --quick`` once, so that the benchmark cannot rot.
+
+Asserts that it completes and its invariants (no lost update, no HTTP
+error, every figure present), never its timings.
+"""
+
+import json
+import os
+import subprocess
+import tempfile
+import unittest
+
+from .harness import CHECKOUT
+from .harness import ZOPEPY
+from .layers import OwnBundlesLayer
+
+
+class BenchTests(unittest.TestCase):
+
+    layer = OwnBundlesLayer
+
+    def test_quick_bench_runs_and_keeps_its_invariants(self):
+        output = os.path.join(tempfile.mkdtemp(prefix="bench-"), "results.json")
+        result = subprocess.run(
+            [ZOPEPY, os.path.join(CHECKOUT, "bench", "bench.py"), "--quick",
+             "--output", output],
+            capture_output=True, text=True, timeout=600,
+        )
+        self.assertEqual(result.returncode, 0, result.stdout[-2000:] + result.stderr[-2000:])
+        with open(output) as f:
+            results = json.load(f)
+        for size in (1, 10, 100):
+            for target in ("filestorage", "zeo unix", "zeo tcp"):
+                self.assertGreater(results["commit"][f"{target} {size} objects"]["ms"], 0)
+        self.assertEqual(
+            set(results["load"]), {"filestorage load", "zeo cache hit", "zeo cache miss"}
+        )
+        self.assertGreater(results["guard"]["us_per_record"], 0)
+        for row in results["writers_distinct"] + results["writers_shared_counter"]:
+            self.assertEqual(row["lost_updates"], 0, row)
+            self.assertGreater(row["commits"], 0, row)
+        for row in results["http"].values():
+            self.assertEqual(row["errors"], 0, row)
+            self.assertGreater(row["requests"], 0, row)
+        self.assertIn("Commit latency", result.stdout)
