@@ -105,15 +105,19 @@ class Policy:
         self.modules = tuple(modules)
         self.globals = frozenset(globals_) | frozenset(callables)
         self.callables = frozenset(callables)
+        self._verdicts = {}  # name -> bool; a server sees few distinct names
 
     def referenced(self, name):
-        if name in self.globals:
-            return True
-        module = name.rpartition(".")[0]
-        return any(
-            module == prefix or module.startswith(prefix + ".")
-            for prefix in self.modules
-        )
+        verdict = self._verdicts.get(name)
+        if verdict is None:
+            module = name.rpartition(".")[0]
+            verdict = name in self.globals or any(
+                module == prefix or module.startswith(prefix + ".")
+                for prefix in self.modules
+            )
+            if len(self._verdicts) < 10000:
+                self._verdicts[name] = verdict
+        return verdict
 
     def check_reference(self, name):
         if not self.referenced(name):
@@ -136,11 +140,24 @@ def scan(data, policy):
         scan_one(stream, policy)
 
 
+# Per opcode: (items below a mark it pops, or -1 without a mark;
+# items it pops without a mark; items it pushes).
+EFFECTS = {}
+for _op in pickletools.opcodes:
+    _before = _op.stack_before
+    _below = (
+        _before.index(pickletools.markobject)
+        if pickletools.markobject in _before
+        else -1
+    )
+    EFFECTS[_op.name] = (_below, len(_before), len(_op.stack_after))
+del _op, _before, _below
+
+
 def scan_one(stream, policy):
     stack, memo = [], {}
     for opcode, arg, _ in pickletools.genops(stream):
         name = opcode.name
-        before = opcode.stack_before
         if name == "MARK":
             stack.append(MARK)
             continue
@@ -185,16 +202,15 @@ def scan_one(stream, policy):
         if name == "STOP":
             return
         # Everything else only moves data: apply its stack effect.
-        if pickletools.markobject in before:
+        below, pops, pushes = EFFECTS[name]
+        if below >= 0:
             # e.g. APPENDS: [list, mark, items...] -> [list]
             _pop_to_mark(stack)
-            for _ in range(before.index(pickletools.markobject)):
-                _pop(stack)
-        else:
-            for _ in before:
-                _pop(stack)
-        for _ in opcode.stack_after:
-            stack.append(arg if isinstance(arg, str) else None)
+            pops = below
+        if pops:
+            del stack[-pops:]
+        if pushes:
+            stack.extend([arg if isinstance(arg, str) else None] * pushes)
 
 
 def _pop(stack):
