@@ -25,6 +25,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+# One wait_until for the bundle and its tests: bounded, never a bare sleep.
+from Products.ZEOClient.cluster import wait_until  # noqa: F401
+
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILDOUT = os.path.join(CHECKOUT, "bin", "buildout")
 ZOPEPY = os.path.join(CHECKOUT, "bin", "zopepy")
@@ -52,18 +55,6 @@ instance2 = 0
 [settings]
 etc-directory = {checkout}/etc
 """
-
-
-def wait_until(what, predicate, timeout, interval=0.1):
-    """Return *predicate*'s first true result; fail after *timeout* s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def pids_under(folder):

@@ -2,11 +2,39 @@
 
 zope.testrunner runs the unit tests first, then these layers one after
 the other, tearing each down (its processes stopped by PID, its folder
-removed) before the next starts.
+removed) before the next starts.  The layers have no base class (a base
+would become a layer of its own); ``bundle_layer`` makes them alike.
 """
 
 from .harness import Bundle
 from .harness import wait_until
+
+
+def bundle_layer(name, doc, prepare):
+    """A layer class whose ``bundle`` is built, then *prepare(bundle)*-d."""
+
+    def setUp(cls):
+        cls.bundle = Bundle()
+        try:
+            prepare(cls.bundle)
+        except BaseException:
+            cls.bundle.cleanup()
+            raise
+
+    def tearDown(cls):
+        cls.bundle.cleanup()
+
+    return type(
+        name,
+        (),
+        {
+            "__doc__": doc,
+            "__module__": __name__,
+            "bundle": None,
+            "setUp": classmethod(setUp),
+            "tearDown": classmethod(tearDown),
+        },
+    )
 
 
 class OwnBundlesLayer:
@@ -22,89 +50,35 @@ class OwnBundlesLayer:
         pass
 
 
-class BuiltBundleLayer:
-    """A built bundle, nothing running: tests start and stop it."""
-
-    bundle = None
-
-    @classmethod
-    def setUp(cls):
-        cls.bundle = Bundle()
-        try:
-            cls.bundle.build()
-        except BaseException:
-            cls.bundle.cleanup()
-            raise
-
-    @classmethod
-    def tearDown(cls):
-        cls.bundle.cleanup()
+def _tcp(bundle):
+    # The server binds port 0; once it listens, the bundle is rebuilt
+    # with its real port as the clients' address.
+    bundle.build(**{"zeo:address": "127.0.0.1:0"})
+    bundle.start_server()
+    port = wait_until("the ZEO server's TCP port", bundle.server_port, 60)
+    bundle.build(**{"zeo:client-address": f"127.0.0.1:{port}"})
+    bundle.start()
 
 
-class UnixClusterLayer:
-    """The default bundle (unix socket) running in the foreground."""
+BuiltBundleLayer = bundle_layer(
+    "BuiltBundleLayer",
+    "A built bundle, nothing running: tests start and stop it.",
+    lambda bundle: bundle.build(),
+)
 
-    bundle = None
+UnixClusterLayer = bundle_layer(
+    "UnixClusterLayer",
+    "The default bundle (unix socket) running in the foreground.",
+    lambda bundle: bundle.build().run_foreground(),
+)
 
-    @classmethod
-    def setUp(cls):
-        cls.bundle = Bundle()
-        try:
-            cls.bundle.build()
-            cls.bundle.run_foreground()
-        except BaseException:
-            cls.bundle.cleanup()
-            raise
+TCPClusterLayer = bundle_layer(
+    "TCPClusterLayer", "The bundle switched to TCP, running as daemons.", _tcp
+)
 
-    @classmethod
-    def tearDown(cls):
-        cls.bundle.cleanup()
-
-
-class TCPClusterLayer:
-    """The bundle switched to TCP, running as daemons.
-
-    The server binds port 0; once it has logged its real port the bundle
-    is rebuilt with that port as the clients' address.
-    """
-
-    bundle = None
-
-    @classmethod
-    def setUp(cls):
-        bundle = cls.bundle = Bundle()
-        try:
-            bundle.build(**{"zeo:address": "127.0.0.1:0"})
-            result = bundle.run_script("zeoserver", "start")
-            assert result.returncode == 0, result.stdout + result.stderr
-            port = wait_until("the ZEO server's TCP port", bundle.server_port, 60)
-            bundle.build(**{"zeo:client-address": f"127.0.0.1:{port}"})
-            bundle.start()
-        except BaseException:
-            bundle.cleanup()
-            raise
-
-    @classmethod
-    def tearDown(cls):
-        cls.bundle.cleanup()
-
-
-class DaemonClusterLayer:
-    """The default bundle started with bin/cluster start (daemons), for
-    tests that stop and start its server."""
-
-    bundle = None
-
-    @classmethod
-    def setUp(cls):
-        cls.bundle = Bundle()
-        try:
-            cls.bundle.build()
-            cls.bundle.start()
-        except BaseException:
-            cls.bundle.cleanup()
-            raise
-
-    @classmethod
-    def tearDown(cls):
-        cls.bundle.cleanup()
+DaemonClusterLayer = bundle_layer(
+    "DaemonClusterLayer",
+    "The default bundle started with bin/cluster start (daemons), for "
+    "tests that stop and start its server.",
+    lambda bundle: bundle.build().start(),
+)

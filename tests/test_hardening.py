@@ -47,6 +47,15 @@ def read_frame(sock):
     return recv_exact(sock, struct.unpack(">I", header)[0])
 
 
+def unix_connection(test, path):
+    """A socket connected to *path*, closed when *test* ends."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    test.addCleanup(sock.close)
+    sock.settimeout(10)
+    sock.connect(path)
+    return sock
+
+
 def closed_by_server(sock):
     """True once the server has closed the connection (bounded)."""
     sock.settimeout(10)
@@ -73,10 +82,7 @@ class HardeningTests(unittest.TestCase):
             os.unlink(self.marker)
 
     def connect(self, handshake=None):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.addCleanup(sock.close)
-        sock.settimeout(10)
-        sock.connect(os.path.join(self.bundle.var, "zeo.sock"))
+        sock = unix_connection(self, os.path.join(self.bundle.var, "zeo.sock"))
         announced = read_frame(sock)
         self.assertTrue(announced.startswith(b"Z"), announced)
         sock.sendall(frame(handshake or announced))
@@ -154,10 +160,7 @@ class HardeningTests(unittest.TestCase):
         self.assertServerStillServes()
 
     def test_wrong_handshake(self):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.addCleanup(sock.close)
-        sock.settimeout(10)
-        sock.connect(os.path.join(self.bundle.var, "zeo.sock"))
+        sock = unix_connection(self, os.path.join(self.bundle.var, "zeo.sock"))
         read_frame(sock)
         sock.sendall(frame(b"Q5"))
         self.assertTrue(closed_by_server(sock))
@@ -324,10 +327,7 @@ class StockServerTests(unittest.TestCase):
 
         self.addCleanup(stop)
         wait_until("the stock server's socket", lambda: os.path.exists(path), 60)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.addCleanup(sock.close)
-        sock.settimeout(10)
-        sock.connect(path)
+        sock = unix_connection(self, path)
         sock.sendall(frame(read_frame(sock)))
         code = f"open({marker!r}, 'w').write('exec')"
         sock.sendall(frame(pickle.dumps((1, 0, "lastTransaction", (Call(exec, code),)), 3)))
