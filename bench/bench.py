@@ -294,12 +294,14 @@ def main(argv=None):
 
     unix = Bundle().build()
     tcp = Bundle()
-    bundles = [unix, tcp]
+    packed = Bundle().build(**{"zeo:msgpack": "true"})
+    bundles = [unix, tcp, packed]
     results = {"quick": quick, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     folder = tempfile.mkdtemp(prefix="bench-fs-")
     targets = []
     try:
         unix.start_server()
+        packed.start_server()
         tcp.build(**{"zeo:address": "127.0.0.1:0"})
         tcp.start_server()
         port = wait_until("the TCP server's port", tcp.server_port, 60)
@@ -309,7 +311,10 @@ def main(argv=None):
         fs = Target("filestorage", FileStorage(os.path.join(folder, "Data.fs")))
         zeo_unix = Target("zeo unix", client(unix_address))
         zeo_tcp = Target("zeo tcp", client(tcp_address))
-        targets = [fs, zeo_unix, zeo_tcp]
+        zeo_msgpack = Target(
+            "zeo unix msgpack", client(os.path.join(packed.var, "zeo.sock"))
+        )
+        targets = [fs, zeo_unix, zeo_tcp, zeo_msgpack]
         results["commit"] = commit_latency(targets, rounds, per_round, (1, 10, 100))
         results["load"] = load_latency(fs, zeo_unix, rounds, per_round * 50)
         results["guard"] = guard_cost(zeo_unix, 20 if quick else 200)
