@@ -135,6 +135,7 @@ class ControlPanelTests(unittest.TestCase):
 
     def test_pack_button_returns_before_a_long_pack_ends(self):
         self.bundle.make_garbage(40)
+        token = self.token()
         browser = self.browser()
         browser.open(browser.url + PANEL + "/manage_main")
         browser.getControl(name="days").value = "0"
@@ -146,7 +147,7 @@ class ControlPanelTests(unittest.TestCase):
             "instance1",
             "POST",
             f"{PANEL}/manage_pack",
-            data={"days": "0", "_authenticator": self.token()},
+            data={"days": "0", "_authenticator": token},
         )
         main = self.wait_pack_finished()
         pack = main["pack"]
