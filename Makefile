@@ -4,7 +4,7 @@ PYTHON ?= python3
 BUILD_INPUTS := bootstrap.py buildout.cfg $(wildcard etc/*.cfg etc/*.in etc/zope/*.cfg) \
 	src/Products.ZEOClient/pyproject.toml
 
-.PHONY: build run start stop status test bench clean distclean
+.PHONY: build run start stop status logreopen test bench clean distclean
 
 # bin/buildout is rerun only when its inputs changed: a no-op build is instant.
 .installed.cfg: $(BUILD_INPUTS)
@@ -24,6 +24,11 @@ stop:
 
 status:
 	@bin/cluster status
+
+# After log rotation: the server reopens its log (the instances notice
+# moved files by themselves).
+logreopen:
+	bin/zeoserver logreopen
 
 # Unit tests first, then the end-to-end layers (they start real clusters in
 # temporary folders, never this checkout's var/ or ports).

@@ -35,7 +35,7 @@ SUICIDE_TIMEOUT = 900  # seconds; no test cluster lives longer
 
 PARTS = (
     "var-dirs zeo-conf zeoserver instance1 instance2 zeoinit-conf zeoinit "
-    "inituser-cleanup cluster"
+    "inituser-cleanup cluster zeostatus service-files"
 )
 
 OVERRIDES = """\
@@ -146,6 +146,7 @@ class Bundle:
         self.settings = settings
         self._children = []
         self._runner = None
+        self._urls = {}
 
     # -- building ------------------------------------------------------
 
@@ -319,13 +320,14 @@ class Bundle:
         return self.read("var", "admin-password").strip()
 
     def url(self, instance):
-        """The URL *instance* serves on (it bound port 0 and logged it)."""
-        try:
-            log = self.read("var", "log", f"{instance}.log")
-        except FileNotFoundError:
-            return None
-        found = re.findall(r"Serving on (http://[\d.]+:\d+)", log)
-        return found[-1] + "/" if found else None
+        """The URL *instance* serves on (it bound port 0 and logged it).
+
+        The last one logged; after a log rotation, the last one seen.
+        """
+        found = re.findall(r"Serving on (http://[\d.]+:\d+)", self.log(instance))
+        if found:
+            self._urls[instance] = found[-1] + "/"
+        return self._urls.get(instance)
 
     def serving(self, instance):
         url = self.url(instance)

@@ -1,0 +1,93 @@
+"""Operations: server health without Zope, log reopening, service files,
+caches kept across a short absence."""
+
+import json
+import os
+import unittest
+
+from .harness import Bundle
+from .harness import wait_until
+from .layers import DaemonClusterLayer
+from .layers import OwnBundlesLayer
+
+
+class OperationsTests(unittest.TestCase):
+
+    layer = DaemonClusterLayer
+
+    @property
+    def bundle(self):
+        return self.layer.bundle
+
+    def test_zeostatus_up(self):
+        result = self.bundle.run_script("zeostatus")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn(": up", result.stdout)
+        self.assertIn("storage 1: 2 clients", result.stdout)
+        data = json.loads(self.bundle.run_script("zeostatus", "--json").stdout)
+        self.assertIs(data["up"], True)
+        self.assertEqual(data["storages"]["1"]["connections"], 2)
+        self.assertRegex(data["storages"]["1"]["last-transaction"], "^[0-9a-f]{16}$")
+
+    def test_zeostatus_down(self):
+        missing = os.path.join(self.bundle.directory, "nothing.sock")
+        result = self.bundle.run_script("zeostatus", "--address", missing)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("DOWN", result.stdout)
+        result = self.bundle.run_script("zeostatus", "--json", "--address", missing)
+        self.assertEqual(result.returncode, 1)
+        self.assertIs(json.loads(result.stdout)["up"], False)
+
+    def test_logs_are_reopened_after_rotation(self):
+        log_dir = os.path.join(self.bundle.var, "log")
+        self.assertTrue(self.bundle.url("instance1"))  # learnt before rotation
+        for name in ("zeoserver", "instance1-access"):
+            os.rename(os.path.join(log_dir, f"{name}.log"), os.path.join(log_dir, f"{name}.log.1"))
+        result = self.bundle.run_script("zeoserver", "logreopen")
+        self.assertEqual(result.returncode, 0, result.stdout)
+        self.bundle.wait_for_log("zeoserver", "Log files reopened", 30)
+        # The instance reopens a moved log by itself at its next line:
+        # every request writes one to the access log.
+        self.assertEqual(self.bundle.add_folder("instance1", "afterrotate", "x").status, 200)
+        new = os.path.join(log_dir, "instance1-access.log")
+        wait_until("a new instance1-access.log", lambda: os.path.exists(new), 30)
+        with open(new) as f:
+            self.assertIn("manage_addFolder", f.read())
+
+    def test_service_files_are_generated_not_installed(self):
+        folder = os.path.join(self.bundle.directory, "etc", "generated")
+        for name in ("zeoserver", "instance1", "instance2"):
+            unit = self.bundle.read("etc", "generated", f"zeocluster-{name}.service")
+            self.assertIn(f"ExecStart={self.bundle.script(name)} start", unit)
+            self.assertIn("UMask=0077", unit)
+        rotate = self.bundle.read("etc", "generated", "logrotate.conf")
+        self.assertIn(os.path.join(self.bundle.var, "log") + "/*.log", rotate)
+        self.assertIn("zeoserver logreopen", rotate)
+        self.assertTrue(os.path.isdir(folder))
+
+    def test_control_sockets_are_owner_only(self):
+        path = os.path.join(self.bundle.var, "zeoserver.zdsock")
+        self.assertEqual(os.stat(path).st_mode & 0o077, 0)
+
+
+class ShortAbsenceTests(unittest.TestCase):
+
+    layer = OwnBundlesLayer
+
+    def test_client_away_while_others_commit_keeps_its_cache(self):
+        bundle = Bundle()
+        self.addCleanup(bundle.cleanup)
+        bundle.build().start()
+        self.assertEqual(bundle.add_folder("instance1", "kept", "v0").status, 200)
+        self.assertEqual(bundle.title("instance1", "kept")[:2], (200, "v0"))
+        self.assertEqual(bundle.run_script("instance1", "stop").returncode, 0)
+        for n in range(1, 121):  # more than 100 transactions
+            response = bundle.http(
+                "instance2", "POST", "/kept/manage_changeProperties", data={"title": f"v{n}"}
+            )
+            self.assertEqual(response.status, 200)
+        bundle.start_instance("instance1")
+        bundle.wait_for_log("instance1", "client cache verified: quick verification", 60)
+        self.assertNotIn("dropped", bundle.log("instance1"))
+        wait_until("instance1 to serve", lambda: bundle.serving("instance1"), 60)
+        self.assertEqual(bundle.title("instance1", "kept"), (200, "v120", None))
