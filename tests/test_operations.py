@@ -91,3 +91,72 @@ class ShortAbsenceTests(unittest.TestCase):
         self.assertNotIn("dropped", bundle.log("instance1"))
         wait_until("instance1 to serve", lambda: bundle.serving("instance1"), 60)
         self.assertEqual(bundle.title("instance1", "kept"), (200, "v120", None))
+
+
+class BackupTests(unittest.TestCase):
+
+    layer = OwnBundlesLayer
+
+    BLOB = (
+        "import ZODB, transaction\n"
+        "from ZODB.blob import Blob\n"
+        "db = ZODB.DB(storage)\n"
+    )
+
+    def blob_script(self, bundle, body):
+        """Run *body* with a ZEO client that shares the bundle's blobs."""
+        import subprocess
+
+        from .harness import ZOPEPY
+
+        code = (
+            "import os, ZEO\n"
+            "storage = ZEO.client(os.environ['ZEO_ADDRESS'], wait_timeout=30,\n"
+            "                     blob_dir=os.environ['BLOBS'], shared_blob_dir=True)\n"
+            + self.BLOB + body + "db.close()\n"
+        )
+        result = subprocess.run(
+            [ZOPEPY, "-c", code],
+            env=dict(os.environ, ZEO_ADDRESS=bundle.client_address(),
+                     BLOBS=os.path.join(bundle.var, "blobstorage")),
+            capture_output=True, text=True, timeout=120,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return result.stdout
+
+    def test_restore_drill(self):
+        bundle = Bundle()
+        self.addCleanup(bundle.cleanup)
+        bundle.build().start()
+        self.assertEqual(bundle.add_folder("instance1", "kept", "as backed up").status, 200)
+        self.assertEqual(bundle.add_folder("instance1", "gone", "deleted later").status, 200)
+        self.blob_script(bundle, (
+            "with db.transaction() as conn:\n"
+            "    conn.root()['blob'] = Blob(b'backed-up blob')\n"))
+        backup = bundle.run_script("backup", "--no-prompt")
+        self.assertEqual(backup.returncode, 0, backup.stdout + backup.stderr)
+
+        # Change and delete after the backup.
+        changed = bundle.http("instance1", "POST", "/kept/manage_changeProperties",
+                              data={"title": "changed later"})
+        self.assertEqual(changed.status, 200)
+        deleted = bundle.http("instance1", "POST", "/manage_delObjects", data={"ids": "gone"})
+        self.assertIn(deleted.status, (200, 302))
+        self.blob_script(bundle, (
+            "with db.transaction() as conn:\n"
+            "    with conn.root()['blob'].open('w') as f:\n"
+            "        f.write(b'changed blob')\n"))
+        self.assertEqual(bundle.title("instance2", "gone")[0], 404)
+
+        self.assertEqual(bundle.stop().returncode, 0)
+        restore = bundle.run_script("restore", "--no-prompt")
+        self.assertEqual(restore.returncode, 0, restore.stdout + restore.stderr)
+        bundle.start()
+
+        self.assertEqual(bundle.title("instance1", "kept")[:2], (200, "as backed up"))
+        self.assertEqual(bundle.title("instance2", "gone")[:2], (200, "deleted later"))
+        out = self.blob_script(bundle, (
+            "with db.transaction() as conn:\n"
+            "    with conn.root()['blob'].open('r') as f:\n"
+            "        print(f.read().decode())\n"))
+        self.assertEqual(out.strip(), "backed-up blob")
