@@ -35,7 +35,7 @@ SUICIDE_TIMEOUT = 900  # seconds; no test cluster lives longer
 
 PARTS = (
     "var-dirs zeo-conf zeoserver instance1 instance2 zeoinit-conf zeoinit "
-    "inituser-cleanup cluster zeostatus backup service-files"
+    "inituser-cleanup cluster zeostatus zeopack backup service-files"
 )
 
 OVERRIDES = """\

@@ -65,6 +65,23 @@ class OperationsTests(unittest.TestCase):
         self.assertIn("zeoserver logreopen", rotate)
         self.assertTrue(os.path.isdir(folder))
 
+    def test_zeopack_packs(self):
+        result = self.bundle.run_script("zeopack", "--days", "0")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("zeopack: packed, keeping 0 days", result.stdout)
+
+    def test_zeopack_refuses_without_room_and_touches_nothing(self):
+        datafs = os.path.join(self.bundle.var, "filestorage", "Data.fs")
+        before = os.stat(datafs)
+        result = self.bundle.run_script("zeopack", "--margin-mb", str(10**9))
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("zeopack: not packing: only", result.stderr)
+        self.assertIn("free some space first", result.stderr)
+        self.assertNotIn("Traceback", result.stderr)
+        after = os.stat(datafs)
+        self.assertEqual((after.st_size, after.st_mtime_ns), (before.st_size, before.st_mtime_ns))
+        self.assertFalse(os.path.exists(datafs + ".pack"))
+
     def test_control_sockets_are_owner_only(self):
         path = os.path.join(self.bundle.var, "zeoserver.zdsock")
         self.assertEqual(os.stat(path).st_mode & 0o077, 0)
