@@ -83,8 +83,12 @@ class OperationsTests(unittest.TestCase):
         self.assertFalse(os.path.exists(datafs + ".pack"))
 
     def test_control_sockets_are_owner_only(self):
-        path = os.path.join(self.bundle.var, "zeoserver.zdsock")
-        self.assertEqual(os.stat(path).st_mode & 0o077, 0)
+        for path in (
+            os.path.join(self.bundle.var, "zeoserver.zdsock"),
+            os.path.join(self.bundle.var, "instance1", "zopectlsock"),
+            os.path.join(self.bundle.var, "instance2", "zopectlsock"),
+        ):
+            self.assertEqual(os.stat(path).st_mode & 0o077, 0, path)
 
 
 class ShortAbsenceTests(unittest.TestCase):
