@@ -79,6 +79,17 @@ def pids_under(folder):
     return found
 
 
+def stop_process(process, timeout=30):
+    """Terminate a child process by its PID; kill it if it lingers."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def kill_pids(pids, timeout=10):
     for pid in pids:
         try:
@@ -282,13 +293,7 @@ class Bundle:
         """Stop whatever still runs (by PID) and remove the folder."""
         self.stop_foreground()
         for child in self._children:
-            if child.poll() is None:
-                child.terminate()
-                try:
-                    child.wait(30)
-                except subprocess.TimeoutExpired:
-                    child.kill()
-                    child.wait()
+            stop_process(child)
             if child.stdout:
                 child.stdout.close()
         if os.path.exists(self.script("cluster")) and pids_under(self.directory):
@@ -406,8 +411,7 @@ class Bundle:
     def _client_script(self, body):
         """Run *body* with ``storage``, a ZEO client of its own (no cache
         file), so that it sees the server's view, not an instance's."""
-        code = (
-            "import os, ZEO\n"
+        return self.python(
             "address = os.environ['ZEO_ADDRESS']\n"
             "if not address.startswith('/'):\n"
             "    host, port = address.rsplit(':', 1); address = (host, int(port))\n"
@@ -415,12 +419,21 @@ class Bundle:
             + body
             + "storage.close()\n"
         )
+
+    def python(self, code, **env):
+        """Run *code* with the bundle's eggs; ``os`` and ``ZEO`` imported,
+        ZEO_ADDRESS and BLOBS in the environment.  Returns its output."""
         result = subprocess.run(
-            [ZOPEPY, "-c", code],
-            env=dict(os.environ, ZEO_ADDRESS=self.client_address()),
+            [ZOPEPY, "-c", "import os, ZEO\n" + code],
+            env=dict(
+                os.environ,
+                ZEO_ADDRESS=self.client_address(),
+                BLOBS=os.path.join(self.var, "blobstorage"),
+                **env,
+            ),
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=120,
         )
         if result.returncode != 0:
             raise AssertionError(result.stderr)

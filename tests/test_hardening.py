@@ -12,6 +12,7 @@ import subprocess
 import unittest
 
 from .harness import ZOPEPY
+from .harness import stop_process
 from .harness import wait_until
 from .layers import DaemonClusterLayer
 
@@ -167,20 +168,7 @@ class HardeningTests(unittest.TestCase):
         self.assertServerStillServes()
 
     def run_client(self, script):
-        result = subprocess.run(
-            [ZOPEPY, "-c", script],
-            env=dict(
-                os.environ,
-                ZEO_ADDRESS=self.bundle.client_address(),
-                BLOBS=os.path.join(self.bundle.var, "blobstorage"),
-                MARKER=self.marker,
-            ),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        self.assertEqual(result.returncode, 0, result.stderr)
-        return result.stdout
+        return self.bundle.python(script, MARKER=self.marker)
 
     CLIENT = """
 import os, transaction, ZEO, ZODB
@@ -277,19 +265,7 @@ with db.transaction() as conn:
 db.pack(time.time())
 print('ok')
 """
-        result = subprocess.run(
-            [ZOPEPY, "-c", script],
-            env=dict(
-                os.environ,
-                ZEO_ADDRESS=self.bundle.client_address(),
-                BLOBS=os.path.join(self.bundle.var, "blobstorage"),
-            ),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(result.stdout.strip(), "ok")
+        self.assertEqual(self.run_client(script).strip(), "ok")
 
 
 class StockServerTests(unittest.TestCase):
@@ -317,15 +293,7 @@ class StockServerTests(unittest.TestCase):
             stderr=subprocess.DEVNULL,
         )
 
-        def stop():
-            server.terminate()
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
-
-        self.addCleanup(stop)
+        self.addCleanup(stop_process, server)
         wait_until("the stock server's socket", lambda: os.path.exists(path), 60)
         sock = unix_connection(self, path)
         sock.sendall(frame(read_frame(sock)))

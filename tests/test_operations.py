@@ -118,32 +118,15 @@ class BackupTests(unittest.TestCase):
 
     layer = OwnBundlesLayer
 
-    BLOB = (
-        "import ZODB, transaction\n"
-        "from ZODB.blob import Blob\n"
-        "db = ZODB.DB(storage)\n"
-    )
-
     def blob_script(self, bundle, body):
-        """Run *body* with a ZEO client that shares the bundle's blobs."""
-        import subprocess
-
-        from .harness import ZOPEPY
-
-        code = (
-            "import os, ZEO\n"
+        """Run *body* with ``db``, on a ZEO client sharing the blobs."""
+        return bundle.python(
+            "import ZODB, transaction\n"
+            "from ZODB.blob import Blob\n"
             "storage = ZEO.client(os.environ['ZEO_ADDRESS'], wait_timeout=30,\n"
             "                     blob_dir=os.environ['BLOBS'], shared_blob_dir=True)\n"
-            + self.BLOB + body + "db.close()\n"
+            "db = ZODB.DB(storage)\n" + body + "db.close()\n"
         )
-        result = subprocess.run(
-            [ZOPEPY, "-c", code],
-            env=dict(os.environ, ZEO_ADDRESS=bundle.client_address(),
-                     BLOBS=os.path.join(bundle.var, "blobstorage")),
-            capture_output=True, text=True, timeout=120,
-        )
-        self.assertEqual(result.returncode, 0, result.stderr)
-        return result.stdout
 
     def test_restore_drill(self):
         bundle = Bundle()
