@@ -136,6 +136,14 @@ def listening_ports(pid):
     return ports
 
 
+class NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Report a redirect as the answer instead of following it: the
+    answer to a POST is the POST's, not that of the page it leads to."""
+
+    def redirect_request(self, *args, **kw):
+        return None
+
+
 class Response:
     def __init__(self, status, headers, body):
         self.status = status
@@ -360,7 +368,8 @@ class Bundle:
         ports = listening_ports(pid)
         return ports[0] if ports else None
 
-    def http(self, instance, method, path, data=None, auth=True, timeout=30, headers=()):
+    def http(self, instance, method, path, data=None, auth=True, timeout=30, headers=(),
+             follow_redirects=True):
         """A request to *instance*; returns a Response for any status."""
         body = None
         if data is not None:
@@ -374,8 +383,11 @@ class Bundle:
             user, password = auth if isinstance(auth, tuple) else ("admin", self.password)
             token = base64.b64encode(f"{user}:{password}".encode()).decode()
             request.add_header("Authorization", "Basic " + token)
+        opener = urllib.request.build_opener(
+            *(() if follow_redirects else (NoRedirects,))
+        )
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with opener.open(request, timeout=timeout) as response:
                 return Response(response.status, response.headers, response.read())
         except urllib.error.HTTPError as e:
             return Response(e.code, e.headers, e.read())

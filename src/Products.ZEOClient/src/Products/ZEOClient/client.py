@@ -18,6 +18,9 @@ Stock ZEO 6 behaviour this changes (each point is a test in the bundle):
   ZEO's verification raise AssertionError and retry forever.  Here it is
   detected first, the cache is dropped with a clear message, and the
   normal verification proceeds on an empty cache.
+- After a server crash ZEO clients keep using oids fetched from the dead
+  server, which the restarted one hands out again: here they are dropped
+  on every (re)connection.
 - While disconnected ZEO logs two lines a second, and ZODB a traceback
   for every load that cannot reach the server.  Here those lines are
   filtered out and each change of state is logged once.
@@ -202,6 +205,11 @@ class ClusterClientStorage(ClientStorage):
         return super().invalidateTransaction(tid, oids)
 
     def notify_connected(self, conn, info):
+        # Oids fetched before the connection broke may never have been
+        # used; a server that crashed recovers its oid counter from what
+        # was committed and hands them out again, to another client.  Two
+        # objects with one oid follow.  Fetch fresh ones.
+        del self._oids[:]
         super().notify_connected(conn, info)
         result = getattr(conn, "verify_result", None)
         if self._verification_dropped_newer:
