@@ -25,7 +25,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-# One wait_until for the bundle and its tests: bounded, never a bare sleep.
+# One wait_until and one way to stop a child for the bundle and its
+# tests: bounded, never a bare sleep.
+from Products.ZEOClient.cluster import stop_process  # noqa: F401
 from Products.ZEOClient.cluster import wait_until  # noqa: F401
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,17 +79,6 @@ def pids_under(folder):
         if folder in cmdline and state != "Z":
             found.append(int(entry))
     return found
-
-
-def stop_process(process, timeout=30):
-    """Terminate a child process by its PID; kill it if it lingers."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def kill_pids(pids, timeout=10):
@@ -153,6 +144,14 @@ class Response:
     @property
     def text(self):
         return self.body.decode("utf-8", "replace")
+
+
+def own_bundle(test, instances=2):
+    """A Bundle for *test* alone, cleaned up (processes stopped by PID,
+    folder removed) when the test ends; not built yet."""
+    bundle = Bundle(instances=instances)
+    test.addCleanup(bundle.cleanup)
+    return bundle
 
 
 class Bundle:

@@ -8,7 +8,7 @@ import time
 import unittest
 
 from .harness import CHECKOUT
-from .harness import Bundle
+from .harness import own_bundle
 from .harness import pids_under
 from .harness import wait_until
 from .layers import OwnBundlesLayer
@@ -46,8 +46,7 @@ class FaultTests(unittest.TestCase):
     layer = OwnBundlesLayer
 
     def started(self):
-        bundle = Bundle()
-        self.addCleanup(bundle.cleanup)
+        bundle = own_bundle(self)
         bundle.build().start()
         return bundle
 

@@ -5,7 +5,7 @@ import json
 import os
 import unittest
 
-from .harness import Bundle
+from .harness import own_bundle
 from .harness import wait_until
 from .layers import DaemonClusterLayer
 from .layers import OwnBundlesLayer
@@ -96,8 +96,7 @@ class ShortAbsenceTests(unittest.TestCase):
     layer = OwnBundlesLayer
 
     def test_client_away_while_others_commit_keeps_its_cache(self):
-        bundle = Bundle()
-        self.addCleanup(bundle.cleanup)
+        bundle = own_bundle(self)
         bundle.build().start()
         self.assertEqual(bundle.add_folder("instance1", "kept", "v0").status, 200)
         self.assertEqual(bundle.title("instance1", "kept")[:2], (200, "v0"))
@@ -129,8 +128,7 @@ class BackupTests(unittest.TestCase):
         )
 
     def test_restore_drill(self):
-        bundle = Bundle()
-        self.addCleanup(bundle.cleanup)
+        bundle = own_bundle(self)
         bundle.build().start()
         self.assertEqual(bundle.add_folder("instance1", "kept", "as backed up").status, 200)
         self.assertEqual(bundle.add_folder("instance1", "gone", "deleted later").status, 200)

@@ -6,7 +6,7 @@ import time
 import unittest
 import uuid
 
-from .harness import Bundle
+from .harness import own_bundle
 from .harness import wait_until
 from .layers import OwnBundlesLayer
 from .proxy import UnixProxy
@@ -27,8 +27,7 @@ class OutageTests(unittest.TestCase):
     layer = OwnBundlesLayer
 
     def bundle(self, **settings):
-        bundle = Bundle()
-        self.addCleanup(bundle.cleanup)
+        bundle = own_bundle(self)
         bundle.build(**settings)
         return bundle
 
@@ -171,8 +170,7 @@ class OutageTests(unittest.TestCase):
         )
 
     def test_partition_then_heal_never_serves_old_data_unmarked(self):
-        bundle = Bundle()
-        self.addCleanup(bundle.cleanup)
+        bundle = own_bundle(self)
         proxy_path = os.path.join(bundle.directory, "proxy.sock")
         bundle.build(**{"instance1:zeo-address": proxy_path})
         proxy = UnixProxy(proxy_path, os.path.join(bundle.var, "zeo.sock"))

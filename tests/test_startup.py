@@ -3,7 +3,7 @@
 import os
 import unittest
 
-from .harness import Bundle
+from .harness import own_bundle
 from .layers import OwnBundlesLayer
 
 EMPTY = "0" * 16
@@ -17,8 +17,7 @@ class StartupTests(unittest.TestCase):
     layer = OwnBundlesLayer
 
     def bundle(self, instances=2, **settings):
-        bundle = Bundle(instances=instances)
-        self.addCleanup(bundle.cleanup)
+        bundle = own_bundle(self, instances=instances)
         return bundle.build(**settings)
 
     def assertServingAfterListening(self, bundle, name):

@@ -6,7 +6,7 @@ import unittest
 
 from . import certificates
 from .harness import ZOPEPY
-from .harness import Bundle
+from .harness import own_bundle
 from .harness import wait_until
 from .layers import OwnBundlesLayer
 
@@ -45,8 +45,7 @@ class TLSTests(unittest.TestCase):
         return result.stdout.split()[0]
 
     def test_only_clients_with_a_certificate_of_the_ca_connect(self):
-        bundle = Bundle()
-        self.addCleanup(bundle.cleanup)
+        bundle = own_bundle(self)
         certs = certificates.make(os.path.join(bundle.directory, "certs"))
         extra = (
             "\n[zeo]\n"

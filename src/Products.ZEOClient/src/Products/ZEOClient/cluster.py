@@ -43,6 +43,17 @@ def child_environment():
     return env
 
 
+def stop_process(process, timeout=STOP_TIMEOUT):
+    """Terminate a child process by its PID; kill it if it lingers."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class ClusterError(Exception):
     """A step of the cluster's sequence failed; the message says which."""
 
@@ -250,13 +261,7 @@ class Cluster:
         finally:
             # Instances first, the server last, each by its own PID.
             for child in reversed(children):
-                if child.poll() is None:
-                    child.terminate()
-                try:
-                    child.wait(STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    child.kill()
-                    child.wait()
+                stop_process(child)
 
 
 def main(argv, bin_directory, var_directory, server_address, instances):
