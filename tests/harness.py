@@ -253,6 +253,14 @@ class Bundle:
         self._children.append(process)
         return process
 
+    def spawn(self, args):
+        """Any other child process of this bundle, stopped by PID at cleanup."""
+        process = subprocess.Popen(
+            args, cwd=self.directory, stdout=subprocess.DEVNULL, start_new_session=True
+        )
+        self._children.append(process)
+        return process
+
     def log(self, name):
         try:
             return self.read("var", "log", f"{name}.log")

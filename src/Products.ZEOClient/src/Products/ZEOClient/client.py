@@ -25,6 +25,9 @@ Stock ZEO 6 behaviour this changes (each point is a test in the bundle):
   for every load that cannot reach the server.  Here those lines are
   filtered out and each change of state is logged once.
 
+What makes commits faster (uvloop, in-memory transaction buffers, the
+thread hand-off) is in ``tuning.py``, installed by this storage.
+
 What is changed lives here and only here: a subclass of ClientStorage
 (its documented notify hooks), a subclass of ZEO's client thread that
 wraps the verification coroutine of its ``ClientIO`` before the first
@@ -39,6 +42,8 @@ import time
 from ZEO.asyncio import client as zeo_client
 from ZEO.ClientStorage import ClientStorage
 from ZEO.Exceptions import ClientDisconnected
+
+from . import tuning
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +157,7 @@ class ClusterClientStorage(ClientStorage):
     def __init__(self, addr, startup_wait=3.0, verify_wait=10.0, **kw):
         check_zeo_internals()
         quiet_retry_logging()
+        tuning.install()
         self._verify_wait = verify_wait
         self._verified = threading.Event()
         self._verification_dropped_newer = False

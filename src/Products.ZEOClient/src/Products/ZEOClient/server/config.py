@@ -2,12 +2,14 @@
 
 It wraps the server's storage section; opening it installs
 ``protocol.install`` with this section's keys, before the server accepts
-any connection, and puts the stored-records guard (``records.py``) on the
+any connection, installs the bundle's ZEO tuning (``../tuning.py``:
+in-memory commit logs) unless ``tuning off``, and puts the stored-records guard (``records.py``) on the
 storage's ``store``, ``restore`` and ``storeBlob``.
 """
 
 from ZODB.config import BaseConfig
 
+from .. import tuning
 from . import protocol
 from . import records
 
@@ -19,6 +21,8 @@ class Hardened(BaseConfig):
             encodings=self.config.encodings or None,
             max_frame_size=self.config.max_frame_size,
         )
+        if self.config.tuning:
+            tuning.install()
         storage = self.config.base.open()
         if self.config.guard_records:
             policy = records.Policy(
