@@ -33,11 +33,13 @@ import ZEO  # noqa: E402
 import ZEO.asyncio.client  # noqa: E402
 import ZEO.asyncio.futures  # noqa: E402
 import ZODB  # noqa: E402
+from BTrees.Length import Length  # noqa: E402
 from persistent.mapping import PersistentMapping  # noqa: E402
 from ZODB.FileStorage import FileStorage  # noqa: E402
 from ZODB.POSException import ConflictError  # noqa: E402
 from ZODB.utils import maxtid  # noqa: E402
 
+from Products.ZEOClient import retry  # noqa: E402
 from Products.ZEOClient import tuning  # noqa: E402
 from Products.ZEOClient.client import ClusterClientStorage  # noqa: E402
 from tests.harness import Bundle  # noqa: E402
@@ -208,45 +210,57 @@ def guard_cost(target, repeat):
             "bytes": [len(d) for d in datas[:1] + datas[-1:]]}
 
 
-def writer(address, key, seconds, shared, results):
+def writer(address, key, seconds, shared, results, think=0.0):
+    """One writer process: increment its own box or the shared counter for
+    *seconds*, through ``retry.run`` (backoff with jitter), pausing a
+    random 0..2*think seconds between transactions."""
     storage = client(address)
     db = ZODB.DB(storage)
     tm = transaction.TransactionManager()
     conn = db.open(transaction_manager=tm)
-    commits = conflicts = 0
+    tries = []
+
+    def increment():
+        tries.append(1)
+        box = conn.root()["shared" if shared else key]
+        if isinstance(box, Length):
+            box.change(1)
+        else:
+            box["v"] += 1
+
+    commits = 0
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        delay = 0.001
-        for _attempt in range(100):
-            try:
-                box = conn.root()["shared" if shared else key]
-                box["v"] += 1
-                tm.commit()
-                commits += 1
-                break
-            except ConflictError:
-                tm.abort()
-                conflicts += 1
-                # Back off with jitter: immediate retries starve writers.
-                time.sleep(delay * random.random())
-                delay = min(delay * 2, 0.05)
+        try:
+            retry.run(increment, tm, attempts=100, deadline=deadline + 5)
+            commits += 1
+        except ConflictError:
+            pass
+        if think:
+            time.sleep(random.uniform(0, 2 * think))
     conn.close()
     db.close()
-    results.put((key, commits, conflicts))
+    results.put((key, commits, len(tries) - commits))
 
 
-def writers(address, k, seconds, shared):
+def writers(address, k, seconds, shared=None, think=0.0):
+    """K writer processes on distinct objects (*shared* None) or on one
+    counter: a PersistentMapping (*shared* "mapping": every concurrent
+    update conflicts) or a BTrees.Length ("length": the server resolves
+    the conflicts)."""
     storage = client(address)
     db = ZODB.DB(storage)
     with db.transaction() as conn:
         root = conn.root()
         for i in range(k):
             root[f"w{i}"] = PersistentMapping(v=0)
-        root["shared"] = PersistentMapping(v=0)
+        root["shared"] = Length() if shared == "length" else PersistentMapping(v=0)
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     procs = [
-        ctx.Process(target=writer, args=(address, f"w{i}", seconds, shared, results))
+        ctx.Process(
+            target=writer, args=(address, f"w{i}", seconds, shared, results, think)
+        )
         for i in range(k)
     ]
     began = time.monotonic()
@@ -259,13 +273,17 @@ def writers(address, k, seconds, shared):
     total = sum(r[1] for r in rows)
     storage.sync() if hasattr(storage, "sync") else None
     with db.transaction() as conn:
-        if shared:
+        if shared == "length":
+            value = conn.root()["shared"]()
+        elif shared:
             value = conn.root()["shared"]["v"]
         else:
             value = sum(conn.root()[f"w{i}"]["v"] for i in range(k))
     db.close()
     return {
         "writers": k,
+        "counter": shared or "distinct",
+        "think_ms": think * 1000,
         "tx_per_s": total / seconds,
         "commits": total,
         "conflicts": sum(r[2] for r in rows),
@@ -344,6 +362,107 @@ def http_bench(bundle, seconds, concurrency):
     return result
 
 
+COUNTER_SCRIPT = """\
+n = context.getProperty('count') + 1
+context.manage_changeProperties(count=n)
+return n
+"""
+
+
+async def http_increments(urls, seconds, auth):
+    """One writer per URL: POST /counter/increment in a loop (keep-alive);
+    returns [(commits, {other status: count})] per writer."""
+    deadline = time.monotonic() + seconds
+
+    async def worker(url):
+        host, port = url.split("//")[1].split("/")[0].split(":")
+        request = (
+            f"POST /counter/increment HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Basic {auth}\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        commits, other = 0, {}
+        writer_ = None
+        while time.monotonic() < deadline:
+            if writer_ is None:
+                reader, writer_ = await asyncio.open_connection(host, int(port))
+            writer_.write(request)
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                other["closed"] = other.get("closed", 0) + 1
+                writer_.close()
+                writer_ = None
+                continue
+            headers = [h.lower() for h in head.split(b"\r\n")]
+            length = int(
+                [h for h in headers if h.startswith(b"content-length")][0].split(b":")[1]
+            )
+            await reader.readexactly(length)
+            status = int(head.split()[1])
+            if status == 200:
+                commits += 1
+            else:
+                other[status] = other.get(status, 0) + 1
+            if b"connection: close" in headers:
+                writer_.close()
+                writer_ = None
+        if writer_ is not None:
+            writer_.close()
+        return commits, other
+
+    return await asyncio.gather(*(worker(u) for u in urls))
+
+
+def http_increments_client(urls, seconds, auth, results):
+    results.put(asyncio.run(http_increments(urls, seconds, auth)))
+
+
+def http_shared_counter(bundle, k, seconds):
+    """K HTTP writers (half on each instance) incrementing one folder
+    property through a Python Script; Zope's own retry (with its
+    backoff) handles the conflicts."""
+    import base64
+
+    for path, data in (
+        ("/manage_addProduct/OFSP/manage_addFolder", {"id": "counter"}),
+        ("/counter/manage_addProperty", {"id": "count", "type": "int", "value": "0"}),
+        ("/counter/manage_addProduct/PythonScripts/manage_addPythonScript",
+         {"id": "increment", "file": COUNTER_SCRIPT}),
+    ):
+        response = bundle.http("instance1", "POST", path, data=data, follow_redirects=False)
+        assert response.status in (200, 302), (path, response.status, response.text[:300])
+    wait_until(
+        "the counter on instance2",
+        lambda: bundle.http("instance2", "GET", "/counter/increment/manage_main").status == 200,
+        30,
+    )
+    auth = base64.b64encode(f"admin:{bundle.password}".encode()).decode()
+    urls = [bundle.url(("instance1", "instance2")[i % 2]) for i in range(k)]
+    queue = multiprocessing.get_context("spawn").Queue()
+    proc = multiprocessing.get_context("spawn").Process(
+        target=http_increments_client, args=(urls, seconds, auth, queue)
+    )
+    proc.start()
+    rows = queue.get(timeout=seconds + 120)
+    proc.join(30)
+    value = int(bundle.http("instance1", "GET", "/counter/getProperty?id=count").text)
+    total = sum(c for c, _ in rows)
+    other = {}
+    for _, o in rows:
+        for status, n in o.items():
+            other[str(status)] = other.get(str(status), 0) + n
+    return {
+        "writers": k,
+        "counter": "http",
+        "tx_per_s": total / seconds,
+        "commits": total,
+        "other_statuses": other,
+        "commits_per_writer": sorted(c for c, _ in rows),
+        "min_commits_per_writer_per_s": min(c for c, _ in rows) / seconds,
+        "lost_updates": total - value,
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few rounds only")
@@ -397,13 +516,23 @@ def main(argv=None):
             target.close()
         targets = []
         results["writers_distinct"] = [
-            writers(unix_address, k, writer_seconds, shared=False) for k in ks
+            writers(unix_address, k, writer_seconds) for k in ks
         ]
+        # Fairness on one counter, 8 writers: a tight loop (the worst
+        # case), a writer pausing like a request would (5 ms on average),
+        # and a counter that resolves its own conflicts.
         results["writers_shared_counter"] = [
-            writers(unix_address, k, writer_seconds, shared=True) for k in ks + ((8,) if quick else ())
+            writers(unix_address, k, writer_seconds, "mapping") for k in ks if k < 8
+        ] + [
+            writers(unix_address, 8, writer_seconds, "mapping"),
+            writers(unix_address, 8, writer_seconds, "mapping", think=0.005),
+            writers(unix_address, 8, writer_seconds, "length"),
         ]
         unix.run_script("zeoinit")
         results["http"] = http_bench(unix, http_seconds, 8)
+        results["writers_shared_counter"].append(
+            http_shared_counter(unix, 8, writer_seconds)
+        )
     finally:
         for target in targets:
             target.close()
@@ -439,8 +568,14 @@ def report(r):
     for label in ("writers_distinct", "writers_shared_counter"):
         print(f"\n{label.replace('_', ' ').capitalize()}")
         for row in r[label]:
-            print(f"  K={row['writers']}: {row['tx_per_s']:7.1f} tx/s, conflicts {row['conflicts']}, "
-                  f"per writer {row['commits_per_writer']}, lost updates {row['lost_updates']}")
+            how = row.get("counter", "distinct")
+            if row.get("think_ms"):
+                how += f", pause {row['think_ms']:.0f} ms"
+            retries = (f"not 200 {row['other_statuses']}" if "other_statuses" in row
+                       else f"conflicts {row['conflicts']}")
+            fair = "" if row["min_commits_per_writer_per_s"] >= 1 else "  UNFAIR (<1/s)"
+            print(f"  K={row['writers']} {how}: {row['tx_per_s']:7.1f} tx/s, {retries}, "
+                  f"per writer {row['commits_per_writer']}, lost updates {row['lost_updates']}{fair}")
     print("\nHTTP GET of a page template, 8 connections")
     for label, row in r["http"].items():
         print(f"  {label:15} {row['requests_per_s']:7.1f} req/s  p50 {row['p50_ms']:.1f} ms"

@@ -32,6 +32,8 @@ class BenchTests(unittest.TestCase):
         for size in (1, 10, 100):
             for target in ("filestorage", "zeo unix", "zeo tcp"):
                 self.assertGreater(results["commit"][f"{target} {size} objects"]["ms"], 0)
+        for step in ("zeo unix untuned", "zeo unix +uvloop", "zeo unix +uvloop +buffers"):
+            self.assertGreater(results["commit"][f"{step} 1 objects"]["ms"], 0)
         self.assertEqual(
             set(results["load"]), {"filestorage load", "zeo cache hit", "zeo cache miss"}
         )
@@ -39,6 +41,11 @@ class BenchTests(unittest.TestCase):
         for row in results["writers_distinct"] + results["writers_shared_counter"]:
             self.assertEqual(row["lost_updates"], 0, row)
             self.assertGreater(row["commits"], 0, row)
+        counters = {row["counter"] for row in results["writers_shared_counter"]}
+        self.assertEqual(counters, {"mapping", "length", "http"})
+        for row in results["writers_shared_counter"]:
+            if row["counter"] == "length":  # resolved on the server
+                self.assertEqual(row["conflicts"], 0, row)
         for row in results["http"].values():
             self.assertEqual(row["errors"], 0, row)
             self.assertGreater(row["requests"], 0, row)
