@@ -18,12 +18,23 @@ Two pieces, both needed:
   ``X-ZEO-Status: disconnected`` (cached pages may then be older than the
   server's data, if other clients still reach it).  It also answers
   ``/zeo-health`` for load balancers.
+
+The same filter answers a commit that the server could not write (its
+disk full, a file size limit, an I/O error: an ``OSError`` on the server,
+which reaches the client as ZEO's ``ServerException``) with a 503 that
+says so, instead of waitress' bare "Internal Server Error": Zope has no
+exception view for it, because it is raised by the commit, after the
+published object returned.  A failure at the server's vote saved nothing
+(the server aborted the transaction); one in its ``tpc_finish`` may have
+saved the change, and the page says that instead.
 """
 
+import builtins
 import html
 import logging
 
 from ZEO.Exceptions import ClientDisconnected
+from ZEO.Exceptions import ServerException
 
 from .exceptions import outcome_unknown
 
@@ -39,6 +50,15 @@ UNKNOWN = (
     "The connection to the database server broke while your change was "
     "being saved.",
     "The change may or may not have been saved: check before you repeat it.",
+)
+WRITE_FAILED = (
+    "The database server could not write your change to its disk ({reason}).",
+    "Nothing was saved. Please try again later; if this goes on, tell the "
+    "site's administrator.",
+)
+WRITE_FAILED_UNKNOWN = (
+    "The database server failed while finishing your change ({reason}).",
+    UNKNOWN[1],
 )
 
 
@@ -74,9 +94,66 @@ def wants_html(environ):
     return "text/html" in environ.get("HTTP_ACCEPT", "")
 
 
+def server_os_error(exc):
+    """The reason ("No space left on device") when *exc* is an OSError
+    raised by the ZEO server, else None.
+
+    ZEO hands server exceptions it has no factory for to the client as
+    ``ServerException(class name, args)``.
+    """
+    if not isinstance(exc, ServerException) or len(exc.args) != 2:
+        return None
+    name, args = exc.args
+    module, _, class_name = str(name).rpartition(".")
+    error_class = getattr(builtins, class_name, None) if module == "builtins" else None
+    if not (isinstance(error_class, type) and issubclass(error_class, OSError)):
+        return None
+    try:
+        error = error_class(*(args if isinstance(args, (tuple, list)) else (args,)))
+    except Exception:
+        return class_name
+    return error.strerror or str(error) or class_name
+
+
+def raised_in(exc, function_name):
+    """True when a frame of *exc*'s traceback runs *function_name*."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == function_name:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def write_failure(exc):
+    """(title, advice) when *exc* is the server's OSError in a commit.
+
+    The ZEO client sends its stores ahead and the server writes them at
+    the vote: a failure there saved nothing.  ``tpc_finish`` is after the
+    vote: the server may have made the change durable.  None for anything
+    else (a failed load, say, is not a failed write).
+    """
+    reason = server_os_error(exc)
+    if reason is None:
+        return None
+    if raised_in(exc, "tpc_finish"):
+        title, advice = WRITE_FAILED_UNKNOWN
+    elif raised_in(exc, "tpc_vote"):
+        title, advice = WRITE_FAILED
+    else:
+        return None
+    return title.format(reason=reason), advice
+
+
 def unavailable_page(exc, environ, retry_after):
     """(status, headers, body) of the 503 answer for *exc*."""
-    title, advice = UNKNOWN if outcome_unknown(exc) else NOTHING_SAVED
+    texts = write_failure(exc)
+    if texts is not None:
+        title, advice = texts
+    elif outcome_unknown(exc):
+        title, advice = UNKNOWN
+    else:
+        title, advice = NOTHING_SAVED
     if wants_html(environ):
         body = (
             "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
@@ -94,8 +171,9 @@ def unavailable_page(exc, environ, retry_after):
         ("Content-Length", str(len(data))),
         ("Retry-After", str(retry_after)),
         ("Cache-Control", "no-store"),
-        (STATUS_HEADER, "disconnected"),
     ]
+    if texts is None:
+        headers.append((STATUS_HEADER, "disconnected"))
     return "503 Service Unavailable", headers, data
 
 
@@ -146,6 +224,20 @@ class ZEOClientMiddleware:
                 environ.get("REQUEST_METHOD"),
                 environ.get("PATH_INFO"),
                 exc,
+            )
+            status, headers, body = unavailable_page(exc, environ, self.retry_after)
+            start_response(status, headers)
+            return [body]
+        except ServerException as exc:
+            texts = write_failure(exc)
+            if texts is None:
+                raise
+            # The server's log has the traceback; one line here.
+            logger.error(
+                "503 for %s %s: %s %s",
+                environ.get("REQUEST_METHOD"),
+                environ.get("PATH_INFO"),
+                *texts,
             )
             status, headers, body = unavailable_page(exc, environ, self.retry_after)
             start_response(status, headers)

@@ -1,6 +1,7 @@
 import unittest
 
 from ZEO.Exceptions import ClientDisconnected
+from ZEO.Exceptions import ServerException
 from ZODB.POSException import ConflictError
 
 from Products.ZEOClient import wsgi
@@ -95,6 +96,84 @@ class MiddlewareTests(unittest.TestCase):
         start, body = self.call(app)
         self.assertEqual((start.status, body), ("200 OK", "ok"))
         self.assertNotIn("X-ZEO-Status", start.headers)
+
+
+def tpc_vote(exc):
+    raise exc
+
+
+def tpc_finish(exc):
+    raise exc
+
+
+def load(exc):
+    raise exc
+
+
+def app_failing_in(step, exc):
+    """An app whose commit fails in *step*, named like ZEO's client's."""
+
+    def app(environ, start_response):
+        step(exc)
+
+    return app
+
+
+def disk_full():
+    return ServerException("builtins.OSError", (28, "No space left on device"))
+
+
+class ServerWriteErrorTests(unittest.TestCase):
+
+    call = MiddlewareTests.call
+
+    def test_disk_error_at_the_vote_is_a_503_that_saved_nothing(self):
+        start, body = self.call(app_failing_in(tpc_vote, disk_full()))
+        self.assertEqual(start.status, "503 Service Unavailable")
+        self.assertEqual(start.headers["Retry-After"], "7")
+        self.assertIn(
+            "could not write your change to its disk (No space left on device)", body
+        )
+        self.assertIn("Nothing was saved", body)
+        self.assertNotIn("Traceback", body)
+        # The connection is fine: this is not an outage.
+        self.assertNotIn("X-ZEO-Status", start.headers)
+
+    def test_disk_error_at_finish_has_an_unknown_outcome(self):
+        start, body = self.call(app_failing_in(tpc_finish, disk_full()))
+        self.assertEqual(start.status, "503 Service Unavailable")
+        self.assertIn("failed while finishing your change", body)
+        self.assertIn("may or may not have been saved", body)
+        self.assertNotIn("Nothing was saved", body)
+
+    def test_browsers_get_html(self):
+        start, body = self.call(
+            app_failing_in(tpc_vote, disk_full()), accept="text/html"
+        )
+        self.assertTrue(start.headers["Content-Type"].startswith("text/html"))
+        self.assertIn("(No space left on device).</h1>", body)
+
+    def test_the_reason_is_the_servers_error_text(self):
+        for args, reason in (
+            (("builtins.OSError", (27, "File too large")), "File too large"),
+            (("builtins.PermissionError", (13, "Permission denied")), "Permission denied"),
+            (("builtins.OSError", "odd"), "odd"),
+            (("builtins.OSError", ()), "OSError"),
+        ):
+            self.assertEqual(wsgi.server_os_error(ServerException(*args)), reason, args)
+
+    def test_other_server_errors_pass_through(self):
+        refused = ServerException(
+            "Products.ZEOClient.server.records.RecordRefused", ("no",)
+        )
+        for step, exc in (
+            (tpc_vote, refused),
+            (tpc_vote, ServerException("builtins.ValueError", ("closed file",))),
+            (tpc_vote, ServerException("os.system", ())),
+            (load, disk_full()),  # a read that failed is not a failed write
+        ):
+            with self.assertRaises(ServerException):
+                self.call(app_failing_in(step, exc))
 
 
 class FilterFactoryTests(unittest.TestCase):
