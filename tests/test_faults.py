@@ -2,18 +2,53 @@
 
 import json
 import os
+import resource
 import signal
+import subprocess
 import threading
 import time
 import unittest
 
 from .harness import CHECKOUT
+from .harness import ZOPEPY
 from .harness import own_bundle
 from .harness import pids_under
+from .harness import stop_process
 from .harness import wait_until
+from .layers import DaemonClusterLayer
 from .layers import OwnBundlesLayer
 
 WRITERS = 4
+# The server's transaction timeout in the frozen-client test, seconds.
+TRANSACTION_TIMEOUT = 3
+HOLDER_NOTE = "the lock holder's transaction"
+
+# A plain ZEO client that takes the server's commit lock and keeps it: it
+# changes the title of folder FOLDER, votes (from then on the server holds
+# the commit lock for it), says VOTED and waits for a line on stdin before
+# it finishes.  Then it says FINISHED or FAILED and why.
+LOCK_HOLDER = f"""
+import os, sys, ZEO, ZODB, transaction
+address = os.environ["ZEO_ADDRESS"]
+if not address.startswith("/"):
+    host, port = address.rsplit(":", 1); address = (host, int(port))
+db = ZODB.DB(ZEO.client(address, wait_timeout=30))
+tm = transaction.TransactionManager()
+conn = db.open(tm)
+conn.root()["Application"][os.environ["FOLDER"]].title = "changed by the lock holder"
+txn = tm.get()
+txn.note({HOLDER_NOTE!r})
+conn.tpc_begin(txn)
+conn.commit(txn)
+conn.tpc_vote(txn)
+print("VOTED", flush=True)
+sys.stdin.readline()
+try:
+    conn.tpc_finish(txn)
+    print("FINISHED", flush=True)
+except Exception as exc:
+    print("FAILED", type(exc).__name__, exc, flush=True)
+"""
 
 
 def server_pid(bundle):
@@ -33,6 +68,13 @@ def instance_pid(bundle, name):
     return int(out.rsplit("pid=", 1)[1].split()[0])
 
 
+def commit_lock_held(bundle):
+    """Whether the server's commit lock is held, from its ``ruok``
+    answer (``bin/zeostatus --json``)."""
+    status = json.loads(bundle.run_script("zeostatus", "--json").stdout)
+    return status["storages"]["1"]["lock_time"] is not None
+
+
 def record(name, figures):
     """Keep a scenario's figures in var/faults/ for the operator."""
     folder = os.path.join(CHECKOUT, "var", "faults")
@@ -41,14 +83,193 @@ def record(name, figures):
         json.dump(figures, f, indent=2)
 
 
+def server_titles(bundle, folders):
+    """{"folder/id": title} of the objects in *folders*, as the server
+    holds them: read by a ZEO client of its own, not an instance."""
+    return json.loads(bundle.python(
+        "import json, ZODB\n"
+        "address = os.environ['ZEO_ADDRESS']\n"
+        "if not address.startswith('/'):\n"
+        "    host, port = address.rsplit(':', 1); address = (host, int(port))\n"
+        "db = ZODB.DB(ZEO.client(address, wait_timeout=30))\n"
+        "with db.transaction() as conn:\n"
+        "    app = conn.root()['Application']\n"
+        f"    found = {{f'{{f}}/{{i}}': app[f][i].title\n"
+        f"             for f in {list(folders)!r} for i in app[f].objectIds()}}\n"
+        "print(json.dumps(found))\n"
+        "db.close()\n"
+    ))
+
+
+def check_datafs(test, bundle):
+    """ZODB's own checkers (fstest, fsrefs) on Data.fs; the cluster must
+    be stopped.  Returns their output."""
+    datafs = os.path.join(bundle.var, "filestorage", "Data.fs")
+    out = bundle.python(
+        "import sys\n"
+        "from ZODB.scripts import fstest, fsrefs\n"
+        f"fstest.check({datafs!r})\n"
+        "import io, contextlib\n"
+        "buffer = io.StringIO()\n"
+        "with contextlib.redirect_stdout(buffer):\n"
+        f"    sys.argv = ['fsrefs', {datafs!r}]\n"
+        "    fsrefs.main()\n"
+        "print('fsrefs:', buffer.getvalue().strip() or 'clean')\n"
+    )
+    test.assertIn("fsrefs: clean", out)
+    return out
+
+
+def live_fstest(bundle):
+    """fstest's verdict on the Data.fs of a running (idle) server."""
+    datafs = os.path.join(bundle.var, "filestorage", "Data.fs")
+    return bundle.python(
+        "from ZODB.scripts import fstest\n"
+        "try:\n"
+        f"    fstest.check({datafs!r})\n"
+        "    print('clean')\n"
+        "except fstest.FormatError as e:\n"
+        "    print(e)\n"
+    ).strip()
+
+
+class LockHolder:
+    """LOCK_HOLDER in a child process with the bundle's eggs.
+
+    Stopped by PID in a cleanup registered here (continued first, in case
+    a test stopped it); its output is read by a thread, so that waiting
+    for a line is bounded in time.
+    """
+
+    def __init__(self, test, bundle, folder):
+        self.process = subprocess.Popen(
+            [ZOPEPY, "-c", LOCK_HOLDER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=dict(os.environ, ZEO_ADDRESS=bundle.client_address(), FOLDER=folder),
+            start_new_session=True,
+        )
+        test.addCleanup(self.stop)
+        self.lines = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def said(self, word):
+        """The first line it printed that starts with *word*, or None."""
+        exited = self.process.poll() is not None
+        if exited:
+            self.reader.join(10)  # its last lines
+        found = next((line for line in self.lines if line.startswith(word)), None)
+        if found is None and exited:
+            raise AssertionError(
+                f"the lock holder exited without saying {word}:\n" + "\n".join(self.lines)
+            )
+        return found
+
+    def wait_for(self, word, timeout=60):
+        return wait_until(f"the lock holder to say {word}", lambda: self.said(word), timeout)
+
+    def signal(self, signum):
+        os.kill(self.process.pid, signum)
+
+    def finish(self):
+        """Let it go on from its vote to tpc_finish."""
+        self.process.stdin.write("\n")
+        self.process.stdin.flush()
+
+    def stop(self):
+        try:
+            self.signal(signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        stop_process(self.process)
+        self.reader.join(10)
+        self.process.stdin.close()
+        self.process.stdout.close()
+
+
+class DiskTrouble:
+    """A bundle whose server may write only up to a limit, and its writes."""
+
+    def __init__(self, test, bundle):
+        self.test = test
+        self.bundle = bundle
+        self.pid = server_pid(bundle)
+        self.datafs = os.path.join(bundle.var, "filestorage", "Data.fs")
+        self.limit = None
+        self.outcomes = []  # (path, title, status, text)
+        self.acknowledged = {}  # path: title
+        test.addCleanup(self.lift)
+
+    def set_limit(self, soft):
+        self.limit = soft
+        resource.prlimit(self.pid, resource.RLIMIT_FSIZE, (soft, resource.RLIM_INFINITY))
+
+    def lift(self):
+        """Space returns: the limit is lifted (raising a soft limit up to
+        the hard one needs no privilege).  Once only: the PID may be
+        another process's later."""
+        if self.limit is None:
+            return
+        self.limit_was, self.limit = self.limit, None
+        try:
+            resource.prlimit(
+                self.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2
+            )
+        except ProcessLookupError:
+            pass
+
+    def write(self, n):
+        path, title = f"disk/d{n}", f"disk write {n}"
+        response = self.bundle.http(
+            ("instance1", "instance2")[n % 2],
+            "POST",
+            "/disk/manage_addProduct/OFSP/manage_addFolder",
+            data={"id": f"d{n}", "title": title},
+            timeout=60,
+            follow_redirects=False,
+        )
+        self.outcomes.append((path, title, response.status, response.text))
+        if response.status == 302:
+            self.acknowledged[path] = title
+        return response
+
+    def failed(self):
+        return [o for o in self.outcomes if o[2] != 302]
+
+    def check_everything_there(self):
+        """Exactly the acknowledged writes, on the server and as both
+        instances show them; returns what the server holds."""
+        on_server = server_titles(self.bundle, ["disk"])
+        self.test.assertEqual(on_server, self.acknowledged)
+        for path, title in self.acknowledged.items():
+            for name in self.bundle.instances:
+                shown = self.bundle.http(name, "GET", f"/{path}/title_or_id")
+                self.test.assertEqual((shown.status, shown.text), (200, title), (name, path))
+        return on_server
+
+
 class FaultTests(unittest.TestCase):
 
     layer = OwnBundlesLayer
 
-    def started(self):
+    def started(self, **settings):
         bundle = own_bundle(self)
-        bundle.build().start()
+        bundle.build(**settings).start()
         return bundle
+
+    def assert_nothing_of_the_holder(self, bundle, folder):
+        """The lock holder's transaction is nowhere: not on the server,
+        not in what the instances show."""
+        self.assertNotIn(HOLDER_NOTE, bundle.transaction_notes())
+        for name in bundle.instances:
+            self.assertEqual(bundle.title(name, folder)[:2], (200, "before"), name)
 
     def test_server_killed_under_load_loses_no_acknowledged_write(self):
         bundle = self.started()
@@ -112,17 +333,7 @@ class FaultTests(unittest.TestCase):
                 60,
             )
         # What the server holds, through a client of its own.
-        on_server = json.loads(bundle.python(
-            "import json, ZODB\n"
-            "storage = ZEO.client(os.environ['ZEO_ADDRESS'], wait_timeout=30)\n"
-            "db = ZODB.DB(storage)\n"
-            "with db.transaction() as conn:\n"
-            "    app = conn.root()['Application']\n"
-            f"    found = {{f'writer{{w}}/{{i}}': app[f'writer{{w}}'][i].title\n"
-            f"             for w in range({WRITERS}) for i in app[f'writer{{w}}'].objectIds()}}\n"
-            "print(json.dumps(found))\n"
-            "db.close()\n"
-        ))
+        on_server = server_titles(bundle, [f"writer{w}" for w in range(WRITERS)])
         statuses = {}
         for path, title, status, text, seconds in outcomes:
             statuses[status] = statuses.get(status, 0) + 1
@@ -154,20 +365,7 @@ class FaultTests(unittest.TestCase):
 
         # ZODB's own checkers on the data file, with the cluster stopped.
         self.assertEqual(bundle.stop().returncode, 0)
-        datafs = os.path.join(bundle.var, "filestorage", "Data.fs")
-        out = bundle.python(
-            "import sys\n"
-            "from ZODB.scripts import fstest, fsrefs\n"
-            f"fstest.check({datafs!r})\n"
-            "from ZODB.FileStorage import FileStorage\n"
-            "import io, contextlib\n"
-            "buffer = io.StringIO()\n"
-            "with contextlib.redirect_stdout(buffer):\n"
-            f"    sys.argv = ['fsrefs', {datafs!r}]\n"
-            "    fsrefs.main()\n"
-            "print('fsrefs:', buffer.getvalue().strip() or 'clean')\n"
-        )
-        self.assertIn("fsrefs: clean", out)
+        check_datafs(self, bundle)
 
     def test_restart_storm_leaks_nothing(self):
         bundle = self.started()
@@ -200,3 +398,231 @@ class FaultTests(unittest.TestCase):
             self.assertLessEqual(files_after, files_before + 4, (name, before, after))
         self.assertTrue(pids_under(bundle.directory))
         record("restart-storm", {"restarts": 20, "before": before, "after": after})
+
+    # -- a client killed or frozen while it holds the commit lock ---------
+
+    def test_client_killed_holding_the_commit_lock_frees_it_at_once(self):
+        # A transaction timeout far longer than the test: only the closed
+        # socket can free the lock in time.
+        bundle = self.started(**{"zeo:transaction-timeout": "600"})
+        self.assertEqual(bundle.add_folder("instance1", "victim", "before").status, 200)
+        holder = LockHolder(self, bundle, "victim")
+        holder.wait_for("VOTED")
+        self.assertTrue(commit_lock_held(bundle))
+        holder.signal(signal.SIGKILL)
+        began = time.monotonic()
+        response = bundle.http(
+            "instance2", "POST", "/manage_addProduct/OFSP/manage_addFolder",
+            data={"id": "after", "title": "written after the kill"},
+            timeout=90, follow_redirects=False,
+        )
+        seconds = time.monotonic() - began
+        self.assertEqual(response.status, 302, response.text[:300])
+        self.assertLess(seconds, 60)
+        bundle.wait_for_log("zeoserver", "disconnected during locked transaction", 30)
+        self.assertNotIn("Transaction timeout", bundle.log("zeoserver"))
+        self.assertFalse(commit_lock_held(bundle))
+        self.assert_nothing_of_the_holder(bundle, "victim")
+        wait_until(
+            "instance1 to show the write made after the kill",
+            lambda: bundle.title("instance1", "after")[:2] == (200, "written after the kill"),
+            30,
+        )
+        record("client-kill", {
+            "holder_transactions": 1,
+            "holder_transactions_on_server": bundle.transaction_notes().count(HOLDER_NOTE),
+            "writes_after_kill": 1,
+            "acknowledged": 1,
+            "found_afterwards": 1,
+            "write_after_kill_s": round(seconds, 2),
+        })
+
+    # ZEO 6.2 does not free the lock after its transaction timeout: its
+    # TimeoutThread closes the frozen client's connection, but
+    # ServerProtocol.close() drops the ZEOStorage and marks itself closed,
+    # so connection_lost() skips notify_disconnected(): the transaction is
+    # never aborted, the lock never released, and every later vote waits
+    # for ever (even after the frozen client resumed or died) until the
+    # server restarts.  Fixed by calling notify_disconnected() from the
+    # server protocol's close() (Products.ZEOClient.server.protocol); until
+    # then this test fails where it should.
+    @unittest.expectedFailure
+    def test_client_frozen_holding_the_commit_lock_is_cut_off_after_timeout(self):
+        bundle = self.started(**{"zeo:transaction-timeout": str(TRANSACTION_TIMEOUT)})
+        self.assertEqual(bundle.add_folder("instance1", "victim", "before").status, 200)
+        holder = LockHolder(self, bundle, "victim")
+        holder.wait_for("VOTED")
+        self.assertTrue(commit_lock_held(bundle))
+        holder.signal(signal.SIGSTOP)
+        began = time.monotonic()
+        try:
+            response = bundle.http(
+                "instance2", "POST", "/manage_addProduct/OFSP/manage_addFolder",
+                data={"id": "after", "title": "written after the freeze"},
+                timeout=TRANSACTION_TIMEOUT + 30, follow_redirects=False,
+            )
+        except OSError as exc:
+            self.fail(f"no answer to a write while a frozen client held the lock: {exc!r}")
+        seconds = time.monotonic() - began
+        self.assertEqual(response.status, 302, response.text[:300])
+        log = bundle.log("zeoserver")
+        self.assertIn(f"Transaction timeout after {TRANSACTION_TIMEOUT} seconds", log)
+        self.assertIn("disconnected during locked transaction", log)
+        self.assertFalse(commit_lock_held(bundle))
+        # Woken up, the frozen client learns that its commit failed.
+        holder.signal(signal.SIGCONT)
+        holder.finish()
+        self.assertIn("ClientDisconnected", holder.wait_for("FAILED"))
+        self.assert_nothing_of_the_holder(bundle, "victim")
+        self.assertEqual(bundle.add_folder("instance1", "later", "x").status, 200)
+        record("client-freeze", {
+            "transaction_timeout_s": TRANSACTION_TIMEOUT,
+            "write_during_freeze_s": round(seconds, 2),
+        })
+
+    # -- disk trouble -------------------------------------------------------
+
+    def fill_the_disk(self):
+        """A cluster whose server cannot grow Data.fs any more.
+
+        Simulated with RLIMIT_FSIZE on the running server process, set with
+        prlimit(2) (no root needed): its writes past the limit fail with
+        EFBIG, as they would with ENOSPC on a full disk, through the same
+        code (FileStorage's vote).  Python ignores SIGXFSZ, so write()
+        fails instead of killing the server.  The limit caps every file the
+        server writes, its log too: Data.fs is made ~1 MB first, far larger
+        than the log.  Writes /disk/dN through both instances until three
+        fail; checks what users see and that reads go on.
+
+        Returns a DiskTrouble with the outcomes and what to do next.
+        """
+        bundle = self.started()
+        bundle.make_garbage(1)
+        self.assertEqual(bundle.add_folder("instance1", "disk", "").status, 200)
+        wait_until(
+            "instance2 to see the folder",
+            lambda: bundle.title("instance2", "disk")[0] == 200,
+            30,
+        )
+        trouble = DiskTrouble(self, bundle)
+        trouble.set_limit(os.path.getsize(trouble.datafs) + 4000)  # a few small commits
+        for n in range(40):
+            trouble.write(n)
+            if len(trouble.failed()) >= 3:
+                break
+        outcomes = trouble.outcomes
+        self.assertGreater(len(trouble.acknowledged), 0, outcomes)
+        self.assertEqual(len(trouble.failed()), 3, [o[:3] for o in outcomes])
+        for path, title, status, text in trouble.failed():
+            self.assertEqual(status, 503, (path, text[:300]))
+            self.assertIn("could not write your change to its disk (File too large)", text)
+            self.assertIn("Nothing was saved", text)
+            self.assertNotIn("Traceback", text)
+        self.assertIn("File too large", bundle.log("zeoserver"))
+        # Full disk: reads go on, on both instances and on the server.
+        trouble.check_everything_there()
+        return trouble
+
+    def test_disk_full_fails_commits_cleanly_and_loses_nothing(self):
+        trouble = self.fill_the_disk()
+        bundle = trouble.bundle
+        # Space returns, and the operator who made room restarts the
+        # server: it opens Data.fs cleanly, commits work again and nothing
+        # acknowledged is lost.
+        trouble.lift()
+        self.assertEqual(bundle.run_script("zeoserver", "restart").returncode, 0)
+        for name in bundle.instances:
+            wait_until(
+                f"{name} to reconnect",
+                lambda: bundle.http(name, "GET", "/zeo-health", auth=False).status == 200,
+                60,
+            )
+        for n in range(100, 103):
+            self.assertEqual(trouble.write(n).status, 302, trouble.outcomes[-1][3][:300])
+        found = trouble.check_everything_there()
+        self.assertEqual(bundle.stop().returncode, 0)
+        check_datafs(self, bundle)
+        statuses = [o[2] for o in trouble.outcomes]
+        record("disk-full", {
+            "limit_bytes": trouble.limit_was,
+            "writes": len(statuses),
+            "by_status": {str(k): statuses.count(k) for k in sorted(set(statuses))},
+            "acknowledged": len(trouble.acknowledged),
+            "found_afterwards": len(found),
+            "cut_off_at_restart": "truncated" in bundle.log("zeoserver"),
+        })
+
+    # ZODB 6.4's FileStorage cannot clean up after a write that failed in
+    # its vote: its except clause calls truncate(), which first flushes the
+    # buffered write, which fails again; so the file is not cut back, the
+    # failed write stays pending in the buffer (written out once space
+    # returns) and the readers' buffers are not emptied (FilePool.flush()
+    # is never reached).  Once space returns, loads of records committed
+    # over the failed one's place may return the stale bytes: a user gets
+    # a 500 (StateLoadError) for an object just saved, and an instance's
+    # ZEO cache may keep them.  A restart cures it (the previous test).
+    # Fixed by cleaning up in the server's storage wrapper (see the
+    # report); until then this test fails where it should.
+    @unittest.expectedFailure
+    def test_space_returning_while_the_server_runs_serves_the_right_data(self):
+        trouble = self.fill_the_disk()
+        trouble.lift()
+        for n in range(100, 104):
+            self.assertEqual(trouble.write(n).status, 302, trouble.outcomes[-1][3][:300])
+        trouble.check_everything_there()
+        self.assertEqual(live_fstest(trouble.bundle), "clean")
+
+
+class BadInputTests(unittest.TestCase):
+    """status.json and metrics with junk query strings and wrong methods.
+
+    (The pack form's bad values are in test_controlpanel.)
+    """
+
+    layer = DaemonClusterLayer
+
+    PANEL = "/Control_Panel/ZEO"
+
+    @property
+    def bundle(self):
+        return self.layer.bundle
+
+    def setUp(self):
+        wait_until(
+            "instance1 to be connected",
+            lambda: self.bundle.http("instance1", "GET", "/zeo-health", auth=False).status == 200,
+            60,
+        )
+
+    def status(self, method="GET", query="", data=None):
+        response = self.bundle.http(
+            "instance1", method, f"{self.PANEL}/status.json{query}", data=data
+        )
+        self.assertEqual(response.status, 200, (method, query, response.text[:300]))
+        self.assertEqual(response.headers["Content-Type"], "application/json")
+        return response
+
+    def test_junk_query_parameters_are_ignored(self):
+        for query in (
+            "?foo=bar&&=&x",
+            "?REQUEST=x&RESPONSE=y&self=z",
+            "?database=nope&databases=&generated_at=0",
+            "?a:record=1&b:list=2&c:tokens=3",
+            "?" + "junk=1&" * 2000,
+        ):
+            databases = json.loads(self.status(query=query).text)["databases"]
+            self.assertEqual(set(databases), {"main"}, query)
+            self.assertIs(databases["main"]["connected"], True, query)
+        metrics = self.bundle.http("instance1", "GET", f"{self.PANEL}/metrics?format=x&foo")
+        self.assertEqual(metrics.status, 200)
+        self.assertIn('zeo_connected{database="main"} 1.0', metrics.text)
+
+    def test_other_methods_only_read(self):
+        before = json.loads(self.status().text)["databases"]["main"]
+        for method in ("POST", "PUT", "DELETE", "PATCH"):
+            response = self.status(method, data={"days": "0", "x": "y"})
+            self.assertIs(json.loads(response.text)["databases"]["main"]["connected"], True)
+        self.assertEqual(self.status("HEAD").body, b"")
+        after = json.loads(self.status().text)["databases"]["main"]
+        for key in ("pack", "reconnects", "disconnects"):
+            self.assertEqual(after[key], before[key], key)
