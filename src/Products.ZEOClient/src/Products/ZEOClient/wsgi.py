@@ -19,6 +19,10 @@ Two pieces, both needed:
   server's data, if other clients still reach it).  It also answers
   ``/zeo-health`` for load balancers.
 
+A request that still met a ConflictError after Zope's last retry (a hot
+object; see retry.py) is a 503 "try again" with ``Retry-After: 1``
+instead of waitress' "Internal Server Error": nothing was saved.
+
 The same filter answers a commit that the server could not write (its
 disk full, a file size limit, an I/O error: an ``OSError`` on the server,
 which reaches the client as ZEO's ``ServerException``) with a 503 that
@@ -35,6 +39,7 @@ import logging
 
 from ZEO.Exceptions import ClientDisconnected
 from ZEO.Exceptions import ServerException
+from ZODB.POSException import ConflictError
 
 from .exceptions import outcome_unknown
 
@@ -50,6 +55,11 @@ UNKNOWN = (
     "The connection to the database server broke while your change was "
     "being saved.",
     "The change may or may not have been saved: check before you repeat it.",
+)
+BUSY = (
+    "Your change collided with other changes to the same data each time "
+    "it was tried.",
+    "Nothing was saved. Please try again.",
 )
 WRITE_FAILED = (
     "The database server could not write your change to its disk ({reason}).",
@@ -148,6 +158,8 @@ def write_failure(exc):
 def unavailable_page(exc, environ, retry_after):
     """(status, headers, body) of the 503 answer for *exc*."""
     texts = write_failure(exc)
+    if isinstance(exc, ConflictError):
+        texts = BUSY
     if texts is not None:
         title, advice = texts
     elif outcome_unknown(exc):
@@ -226,6 +238,18 @@ class ZEOClientMiddleware:
                 exc,
             )
             status, headers, body = unavailable_page(exc, environ, self.retry_after)
+            start_response(status, headers)
+            return [body]
+        except ConflictError as exc:
+            # Zope has tried max-conflict-retries times (retry.py): busy,
+            # not broken.  Nothing was saved; trying again soon may work.
+            logger.info(
+                "503 for %s %s after conflict retries: %s",
+                environ.get("REQUEST_METHOD"),
+                environ.get("PATH_INFO"),
+                exc,
+            )
+            status, headers, body = unavailable_page(exc, environ, 1)
             start_response(status, headers)
             return [body]
         except ServerException as exc:

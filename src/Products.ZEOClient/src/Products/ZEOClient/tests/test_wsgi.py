@@ -84,6 +84,15 @@ class MiddlewareTests(unittest.TestCase):
         self.assertIn("may or may not have been saved", body)
         self.assertNotIn("Nothing was saved", body)
 
+    def test_conflicts_after_the_last_retry_are_a_503_to_try_again(self):
+        start, body = self.call(failing_app(ConflictError(oid=b"\0" * 8)))
+        self.assertEqual(start.status, "503 Service Unavailable")
+        self.assertEqual(start.headers["Retry-After"], "1")
+        self.assertNotIn("X-ZEO-Status", start.headers)
+        self.assertIn("collided with other changes", body)
+        self.assertIn("Nothing was saved", body)
+        self.assertNotIn("Traceback", body)
+
     def test_other_errors_pass_through(self):
         with self.assertRaises(KeyError):
             self.call(failing_app(KeyError("x")))
