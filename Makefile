@@ -4,7 +4,7 @@ PYTHON ?= python3
 BUILD_INPUTS := bootstrap.py buildout.cfg $(wildcard etc/*.cfg etc/*.in etc/zope/*.cfg) \
 	src/Products.ZEOClient/pyproject.toml
 
-.PHONY: build run start stop status logreopen test bench clean distclean
+.PHONY: build run start stop status logreopen test bench soak clean distclean
 
 # bin/buildout is rerun only when its inputs changed: a no-op build is instant.
 .installed.cfg: $(BUILD_INPUTS)
@@ -38,6 +38,13 @@ test: build
 # Side-by-side figures (a few minutes); var/bench/results.json.
 bench: build
 	bin/zopepy bench/bench.py $(BENCHFLAGS)
+
+# Mixed reads and writes through both instances for 5 minutes while the
+# server restarts twice; checks that nothing acknowledged is lost and
+# bounds memory growth (exit 1 otherwise); var/soak/results.json.  Not
+# part of `make test`.  SOAKFLAGS="--seconds 60" for a shorter run.
+soak: build
+	bin/zopepy bench/soak.py $(SOAKFLAGS)
 
 # Build output only; var/ (the database, logs, password) is kept.
 clean:
