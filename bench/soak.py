@@ -186,13 +186,11 @@ class Load:
             elif status is None:
                 self.error(f"read: {text}")
                 time.sleep(0.2)
+            elif status == 503:
+                self.error("read 503 (server away, object not in the instance's cache)")
+                time.sleep(0.2)
             else:
-                if status == 503:
-                    self.error("read 503 (server away, object not in the instance's cache)")
-                else:
-                    self.error(f"read {status}")
-                if status == 503:
-                    time.sleep(0.2)
+                self.error(f"read {status}")
 
 
 def on_server(bundle):
