@@ -437,16 +437,14 @@ class FaultTests(unittest.TestCase):
             "write_after_kill_s": round(seconds, 2),
         })
 
-    # ZEO 6.2 does not free the lock after its transaction timeout: its
-    # TimeoutThread closes the frozen client's connection, but
+    # Stock ZEO 6.2 does not free the lock after its transaction timeout:
+    # its TimeoutThread closes the frozen client's connection, but
     # ServerProtocol.close() drops the ZEOStorage and marks itself closed,
     # so connection_lost() skips notify_disconnected(): the transaction is
     # never aborted, the lock never released, and every later vote waits
-    # for ever (even after the frozen client resumed or died) until the
-    # server restarts.  Fixed by calling notify_disconnected() from the
-    # server protocol's close() (Products.ZEOClient.server.protocol); until
-    # then this test fails where it should.
-    @unittest.expectedFailure
+    # until the server restarts.  The bundle's server protocol
+    # (Products.ZEOClient.server.protocol) calls notify_disconnected()
+    # from close().
     def test_client_frozen_holding_the_commit_lock_is_cut_off_after_timeout(self):
         bundle = self.started(**{"zeo:transaction-timeout": str(TRANSACTION_TIMEOUT)})
         self.assertEqual(bundle.add_folder("instance1", "victim", "before").status, 200)
@@ -561,9 +559,8 @@ class FaultTests(unittest.TestCase):
     # over the failed one's place may return the stale bytes: a user gets
     # a 500 (StateLoadError) for an object just saved, and an instance's
     # ZEO cache may keep them.  A restart cures it (the previous test).
-    # Fixed by cleaning up in the server's storage wrapper (see the
-    # report); until then this test fails where it should.
-    @unittest.expectedFailure
+    # The bundle's server cleans up after a failed vote itself
+    # (Products.ZEOClient.server.config.clean_up_failed_votes).
     def test_space_returning_while_the_server_runs_serves_the_right_data(self):
         trouble = self.fill_the_disk()
         trouble.lift()

@@ -6,10 +6,15 @@ is CPU spent around two synchronous round trips (vote, finish).  The
 bundle changes three things; ``make bench`` measures each against ZEO as
 shipped, side by side in one run (the "stock" rows):
 
-1. **uvloop.**  ZEO runs its client I/O thread and its server on uvloop
-   when uvloop can be imported (``ZEO.asyncio.compat``).  The product
-   depends on it, so both the server and the instances get it; nothing
-   is patched for this.  ``event_loop()`` names the loop in use.
+1. **uvloop in the instances.**  ZEO runs its client I/O thread (and its
+   server) on uvloop when uvloop can be imported (``ZEO.asyncio.compat``);
+   the product depends on it.  ``event_loop()`` names the loop in use.
+   The *server* stays on asyncio's loop (``server_on_asyncio``, called
+   by the ``<hardened>`` section): runzeo stops on SIGTERM by raising
+   SystemExit from its signal handler, and when that lands inside a
+   connection's read callback uvloop logs it as "Fatal error on
+   transport" and goes on serving, so ``zeoserver stop``/``restart``
+   hung under load (4 times in 8 in the soak; MagicStack/uvloop#612).
 
 2. **Transaction buffers in memory.**  For every transaction ZEO writes
    the records to a new anonymous temporary file twice: the client's
@@ -33,11 +38,13 @@ loudly if the ZEO attributes it replaces have moved, and ``uninstall()``
 puts ZEO's own back (the benchmark compares both in one process).
 """
 
+import asyncio
 import logging
 import os
 import tempfile
 
 import ZEO.asyncio.futures
+import ZEO.asyncio.server
 import ZEO.StorageServer
 import ZEO.TransactionBuffer
 
@@ -103,6 +110,16 @@ def uninstall():
 
 def installed():
     return ZEO.asyncio.futures.switch_thread is switch_thread
+
+
+def server_on_asyncio():
+    """Make ZEO's server create asyncio's event loop, not uvloop's."""
+    if not hasattr(ZEO.asyncio.server, "new_event_loop"):
+        raise RuntimeError(
+            "Products.ZEOClient.tuning: ZEO has changed, missing "
+            "ZEO.asyncio.server.new_event_loop"
+        )
+    ZEO.asyncio.server.new_event_loop = asyncio.new_event_loop
 
 
 def event_loop():

@@ -120,6 +120,19 @@ class HardenedServerProtocol(ZEO.asyncio.server.ServerProtocol):
         logger.error("refused connection from %s: %s; closing it", self.addr, why)
         self.close()
 
+    def close(self):
+        # ZEO 6.2 only tells the client's ZEOStorage that it is gone when
+        # the peer closes: a close of the server's own (transaction
+        # timeout, refused message) sets ``closed`` and drops
+        # ``zeo_storage``, so ``connection_lost`` skips
+        # ``notify_disconnected`` and a transaction holding the commit
+        # lock keeps it for ever: every later commit waits until the
+        # server restarts.  Abort it and free the lock here.
+        zeo_storage = self.zeo_storage
+        super().close()
+        if zeo_storage is not None and zeo_storage.connected:
+            zeo_storage.notify_disconnected()
+
     def connection_made(self, transport):
         super().connection_made(transport)
         receive = self.data_received

@@ -110,6 +110,14 @@ class ServerSectionTests(unittest.TestCase):
         self.open("")
         self.assertTrue(tuning.installed())
 
+    def test_the_server_runs_on_asyncio_whatever_is_installed(self):
+        import asyncio
+
+        import ZEO.asyncio.server
+
+        self.open("tuning off")
+        self.assertIs(ZEO.asyncio.server.new_event_loop, asyncio.new_event_loop)
+
     def test_tuning_off_keeps_zeo_as_shipped(self):
         self.open("tuning off")
         self.assertFalse(tuning.installed())
