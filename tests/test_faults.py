@@ -614,6 +614,16 @@ class BadInputTests(unittest.TestCase):
         self.assertEqual(metrics.status, 200)
         self.assertIn('zeo_connected{database="main"} 1.0', metrics.text)
 
+    def test_chart_puts_nothing_from_the_url_into_the_svg(self):
+        response = self.bundle.http(
+            "instance1", "GET",
+            f"{self.PANEL}/chart?name=main&width=%3Cscript%3E&height=abc",
+        )
+        self.assertEqual(response.status, 200, response.text[:300])
+        self.assertIn("<svg", response.text)
+        self.assertNotIn("<script>", response.text)
+        self.assertNotIn("abc", response.text)
+
     def test_other_methods_only_read(self):
         before = json.loads(self.status().text)["databases"]["main"]
         for method in ("POST", "PUT", "DELETE", "PATCH"):

@@ -110,9 +110,12 @@ class ZEOControlPanel(Tabs, Traversable, Implicit):
         return metrics.render(statuses).decode("utf-8")
 
     @security.protected(view_management_screens)
-    def chart(self, name, width=480, height=90):
-        """Inline SVG: hit ratio and loads per interval, recent minutes."""
-        return render_chart(history.get(name), width, height)
+    def chart(self, name):
+        """Inline SVG: hit ratio and loads per interval, recent minutes.
+
+        Its size is fixed: nothing from the URL goes into the SVG.
+        """
+        return render_chart(history.get(name))
 
     # -- actions -----------------------------------------------------------
 
