@@ -318,6 +318,15 @@ class Bundle:
 
     # -- what the cluster shows ----------------------------------------
 
+    def wait_connected(self, why="", timeout=60):
+        """Wait until every instance answers /zeo-health with 200."""
+        for name in self.instances:
+            wait_until(
+                f"{name} to be connected{why}",
+                lambda: self.http(name, "GET", "/zeo-health", auth=False).status == 200,
+                timeout,
+            )
+
     def add_folder(self, instance, folder, title):
         return self.http(
             instance,

@@ -326,12 +326,7 @@ class FaultTests(unittest.TestCase):
             for thread in threads:
                 thread.join(120)
 
-        for name in bundle.instances:
-            wait_until(
-                f"{name} to be connected",
-                lambda: bundle.http(name, "GET", "/zeo-health", auth=False).status == 200,
-                60,
-            )
+        bundle.wait_connected()
         # What the server holds, through a client of its own.
         on_server = server_titles(bundle, [f"writer{w}" for w in range(WRITERS)])
         statuses = {}
@@ -374,12 +369,7 @@ class FaultTests(unittest.TestCase):
         before = {name: counts(pid) for name, pid in pids.items()}
         for n in range(1, 21):
             self.assertEqual(bundle.run_script("zeoserver", "restart").returncode, 0)
-            for name in bundle.instances:
-                wait_until(
-                    f"{name} to reconnect ({n})",
-                    lambda: bundle.http(name, "GET", "/zeo-health", auth=False).status == 200,
-                    60,
-                )
+            bundle.wait_connected(f" again ({n})")
             changed = bundle.http(
                 "instance2", "POST", "/storm/manage_changeProperties", data={"title": str(n)}
             )
@@ -529,12 +519,7 @@ class FaultTests(unittest.TestCase):
         # acknowledged is lost.
         trouble.lift()
         self.assertEqual(bundle.run_script("zeoserver", "restart").returncode, 0)
-        for name in bundle.instances:
-            wait_until(
-                f"{name} to reconnect",
-                lambda: bundle.http(name, "GET", "/zeo-health", auth=False).status == 200,
-                60,
-            )
+        bundle.wait_connected(" again")
         for n in range(100, 103):
             self.assertEqual(trouble.write(n).status, 302, trouble.outcomes[-1][3][:300])
         found = trouble.check_everything_there()
