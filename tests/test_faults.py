@@ -391,14 +391,20 @@ class FaultTests(unittest.TestCase):
 
     # -- a client killed or frozen while it holds the commit lock ---------
 
-    def test_client_killed_holding_the_commit_lock_frees_it_at_once(self):
-        # A transaction timeout far longer than the test: only the closed
-        # socket can free the lock in time.
-        bundle = self.started(**{"zeo:transaction-timeout": "600"})
+    def lock_held_by_a_client(self, transaction_timeout):
+        """A started bundle whose server's commit lock a LockHolder holds
+        (it voted on a change of /victim); returns (bundle, holder)."""
+        bundle = self.started(**{"zeo:transaction-timeout": str(transaction_timeout)})
         self.assertEqual(bundle.add_folder("instance1", "victim", "before").status, 200)
         holder = LockHolder(self, bundle, "victim")
         holder.wait_for("VOTED")
         self.assertTrue(commit_lock_held(bundle))
+        return bundle, holder
+
+    def test_client_killed_holding_the_commit_lock_frees_it_at_once(self):
+        # A transaction timeout far longer than the test: only the closed
+        # socket can free the lock in time.
+        bundle, holder = self.lock_held_by_a_client(600)
         holder.signal(signal.SIGKILL)
         began = time.monotonic()
         response = bundle.http(
@@ -436,11 +442,7 @@ class FaultTests(unittest.TestCase):
     # (Products.ZEOClient.server.protocol) calls notify_disconnected()
     # from close().
     def test_client_frozen_holding_the_commit_lock_is_cut_off_after_timeout(self):
-        bundle = self.started(**{"zeo:transaction-timeout": str(TRANSACTION_TIMEOUT)})
-        self.assertEqual(bundle.add_folder("instance1", "victim", "before").status, 200)
-        holder = LockHolder(self, bundle, "victim")
-        holder.wait_for("VOTED")
-        self.assertTrue(commit_lock_held(bundle))
+        bundle, holder = self.lock_held_by_a_client(TRANSACTION_TIMEOUT)
         holder.signal(signal.SIGSTOP)
         began = time.monotonic()
         try:
