@@ -157,9 +157,7 @@ def write_failure(exc):
 
 def unavailable_page(exc, environ, retry_after):
     """(status, headers, body) of the 503 answer for *exc*."""
-    texts = write_failure(exc)
-    if isinstance(exc, ConflictError):
-        texts = BUSY
+    texts = BUSY if isinstance(exc, ConflictError) else write_failure(exc)
     if texts is not None:
         title, advice = texts
     elif outcome_unknown(exc):
