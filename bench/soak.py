@@ -13,8 +13,8 @@ harness, as ``make bench`` does), starts it, and for ``--seconds``
   seconds earlier (the other instance may not have its invalidation yet)
   through either instance, and checks it.
 
-The ZEO server is restarted (``bin/zeoserver restart``) twice, at a third
-and at two thirds of the run; a server still running ``--restart-timeout``
+The ZEO server is restarted (``bin/zeoserver restart``) ``--restarts``
+times (2: at a third and at two thirds of the run), evenly spread; a server still running ``--restart-timeout``
 (60) seconds after its SIGTERM is killed by PID and that is a failure.  Afterwards every acknowledged write must be
 on the server, read by a ZEO client of its own; a write refused with
 "nothing was saved" must not be; one with an unknown outcome may be.
@@ -274,8 +274,8 @@ def soak(bundle, args):
         time.sleep(min(args.warmup, args.seconds / 4))
         result["memory_start"] = memory(bundle)
         result["memory_start_at_s"] = round(time.monotonic() - began, 1)
-        for k in (1, 2):
-            at = began + args.seconds * k / 3
+        for k in range(1, args.restarts + 1):
+            at = began + args.seconds * k / (args.restarts + 1)
             time.sleep(max(0.0, at - time.monotonic()))
             at_s = round(time.monotonic() - began, 1)
             restarts.append({"at_s": at_s, **restart_server(bundle, args.restart_timeout)})
@@ -344,8 +344,10 @@ def check(result, args):
                 f"restart {n} at {restart['at_s']:.0f} s: "
                 + (restart["problem"] or f"exit status {restart['exit_status']}")
             )
-    if len(result["restarts"]) != 2:
-        failures.append(f"{len(result['restarts'])} server restarts instead of 2")
+    if len(result["restarts"]) != args.restarts:
+        failures.append(
+            f"{len(result['restarts'])} server restarts instead of {args.restarts}"
+        )
     if not result["writes_acknowledged"] or not result["reads_ok"]:
         failures.append("no load went through")
     start, end = result["memory_start"], result["memory_end"]
@@ -412,10 +414,14 @@ def main(argv=None):
                         help="MiB an instance's (or the server's) RSS may grow")
     parser.add_argument("--restart-timeout", type=float, default=60.0,
                         help="seconds `bin/zeoserver restart` may take")
+    parser.add_argument("--restarts", type=int, default=2,
+                        help="server restarts, spread evenly over the run")
     parser.add_argument("--output", default=os.path.join(CHECKOUT, "var", "soak", "results.json"))
     args = parser.parse_args(argv)
     if args.seconds < 15:
         parser.error("--seconds must be at least 15 (two restarts and a warm-up)")
+    if not 0 <= args.restarts <= args.seconds / 5:
+        parser.error("--restarts must be between 0 and one per 5 seconds of --seconds")
 
     bundle = Bundle().build()
     try:

@@ -6,15 +6,16 @@ is CPU spent around two synchronous round trips (vote, finish).  The
 bundle changes three things; ``make bench`` measures each against ZEO as
 shipped, side by side in one run (the "stock" rows):
 
-1. **uvloop in the instances.**  ZEO runs its client I/O thread (and its
-   server) on uvloop when uvloop can be imported (``ZEO.asyncio.compat``);
-   the product depends on it.  ``event_loop()`` names the loop in use.
-   The *server* stays on asyncio's loop (``server_on_asyncio``, called
-   by the ``<hardened>`` section): runzeo stops on SIGTERM by raising
-   SystemExit from its signal handler, and when that lands inside a
-   connection's read callback uvloop logs it as "Fatal error on
-   transport" and goes on serving, so ``zeoserver stop``/``restart``
-   hung under load (4 times in 8 in the soak; MagicStack/uvloop#612).
+1. **uvloop.**  ZEO runs its client I/O thread and its server on uvloop
+   when uvloop can be imported (``ZEO.asyncio.compat``); the product
+   depends on it.  ``event_loop()`` names the loop in use.  For the
+   server, ``exit_between_callbacks`` comes with it: runzeo stops on
+   SIGTERM by raising SystemExit from its signal handler, wherever the
+   main thread happens to be; inside a connection's read callback uvloop
+   logs that as "Fatal error on transport" and goes on serving, so
+   ``zeoserver stop``/``restart`` hung under load (4 times in 8 in the
+   soak; MagicStack/uvloop#612).  With ``tuning off`` the server runs on
+   asyncio's loop (``server_on_asyncio``), as ZEO does without uvloop.
 
 2. **Transaction buffers in memory.**  For every transaction ZEO writes
    the records to a new anonymous temporary file twice: the client's
@@ -33,7 +34,9 @@ shipped, side by side in one run (the "stock" rows):
    timer.
 
 ``install()`` is called by the client storage (``client.py``) and by the
-server's ``<hardened>`` section; it imports nothing from Zope.  It fails
+server's ``<hardened>`` section, which also calls
+``exit_between_callbacks()`` (always) and ``server_on_asyncio()`` (with
+``tuning off``); it imports nothing from Zope.  It fails
 loudly if the ZEO attributes it replaces have moved, and ``uninstall()``
 puts ZEO's own back (the benchmark compares both in one process).
 """
@@ -41,10 +44,12 @@ puts ZEO's own back (the benchmark compares both in one process).
 import asyncio
 import logging
 import os
+import sys
 import tempfile
 
 import ZEO.asyncio.futures
 import ZEO.asyncio.server
+import ZEO.runzeo
 import ZEO.StorageServer
 import ZEO.TransactionBuffer
 
@@ -55,6 +60,7 @@ SPOOL_SIZE = 1 << 20
 
 _BUFFER_MODULES = (ZEO.TransactionBuffer, ZEO.StorageServer)
 _original_switch_thread = ZEO.asyncio.futures.switch_thread
+_original_server_loop = getattr(ZEO.asyncio.server, "new_event_loop", None)
 
 
 class SpoolingTempfile:
@@ -88,6 +94,8 @@ def check_zeo_internals():
     ]
     if not callable(getattr(ZEO.asyncio.futures, "switch_thread", None)):
         missing.append("ZEO.asyncio.futures.switch_thread")
+    if not callable(_original_server_loop):
+        missing.append("ZEO.asyncio.server.new_event_loop")
     if missing:
         raise RuntimeError(
             "Products.ZEOClient.tuning: ZEO has changed, missing "
@@ -100,12 +108,14 @@ def install(spool_size=SPOOL_SIZE):
     for module in _BUFFER_MODULES:
         module.tempfile = SpoolingTempfile(spool_size)
     ZEO.asyncio.futures.switch_thread = switch_thread
+    ZEO.asyncio.server.new_event_loop = _original_server_loop
 
 
 def uninstall():
     for module in _BUFFER_MODULES:
         module.tempfile = tempfile
     ZEO.asyncio.futures.switch_thread = _original_switch_thread
+    ZEO.asyncio.server.new_event_loop = _original_server_loop
 
 
 def installed():
@@ -113,13 +123,68 @@ def installed():
 
 
 def server_on_asyncio():
-    """Make ZEO's server create asyncio's event loop, not uvloop's."""
-    if not hasattr(ZEO.asyncio.server, "new_event_loop"):
-        raise RuntimeError(
-            "Products.ZEOClient.tuning: ZEO has changed, missing "
-            "ZEO.asyncio.server.new_event_loop"
-        )
+    """Make ZEO's server create asyncio's event loop, not uvloop's
+    (``install``/``uninstall`` give ZEO's own choice back)."""
+    check_zeo_internals()
     ZEO.asyncio.server.new_event_loop = asyncio.new_event_loop
+
+
+#: runzeo's signal handlers that stop the server: (log line, exit status).
+SIGNAL_EXITS = {
+    "handle_sigterm": ("terminated by SIGTERM", 0),
+    "handle_sigint": ("terminated by SIGINT", 0),
+    "handle_sighup": ("restarted by SIGHUP", 1),
+}
+
+
+def _exit_handler(message, status):
+    def handler(server):
+        ZEO.runzeo.log(message)
+        acceptor = getattr(server.server, "acceptor", None)
+        loop = getattr(acceptor, "event_loop", None)
+        if loop is None or loop.is_closed() or not loop.is_running():
+            sys.exit(status)  # not serving yet (or any more): at once
+        # The loop's next callback; runzeo then closes the storage and
+        # removes its socket and pid file, as after its own SystemExit.
+        loop.call_soon_threadsafe(sys.exit, status)
+
+    handler.__name__ = handler.__qualname__ = "exit_between_callbacks"
+    return handler
+
+
+def runzeo_classes():
+    """runzeo's ZEOServer class, and its twin when the server runs as
+    ``python -m ZEO.runzeo`` (the bundle's bin/zeoserver does): that
+    runs the module as ``__main__``, a second copy of the class."""
+    classes = [ZEO.runzeo.ZEOServer]
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if getattr(spec, "name", None) == "ZEO.runzeo" and hasattr(main, "ZEOServer"):
+        classes.append(main.ZEOServer)
+    return classes
+
+
+def exit_between_callbacks():
+    """Make runzeo stop between two event-loop callbacks on a signal.
+
+    runzeo's handlers for SIGTERM, SIGINT (exit 0) and SIGHUP (exit 1,
+    zdaemon starts it again) raise SystemExit where the main thread is
+    when the signal arrives: in the middle of a FileStorage write, of
+    a reply, inside uvloop's read callback, which swallows it (see the
+    module docstring), or inside ZODB's conflict resolution, whose
+    bare ``except`` swallows it too (seen in a restart under load).
+    These handlers log the same line and raise SystemExit from a
+    callback of its own, which both loops let through.
+    """
+    for cls in runzeo_classes():
+        missing = [name for name in SIGNAL_EXITS if not callable(getattr(cls, name, None))]
+        if missing or not callable(getattr(ZEO.runzeo, "log", None)):
+            raise RuntimeError(
+                "Products.ZEOClient.tuning: ZEO has changed, missing "
+                + ", ".join(f"ZEO.runzeo.ZEOServer.{name}" for name in missing or ["log"])
+            )
+        for name, (message, status) in SIGNAL_EXITS.items():
+            setattr(cls, name, _exit_handler(message, status))
 
 
 def event_loop():

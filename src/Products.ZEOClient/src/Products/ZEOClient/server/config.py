@@ -4,8 +4,9 @@ It wraps the server's storage section; opening it, before the server
 accepts any connection:
 
 - installs ``protocol.install`` with this section's keys;
-- keeps the server on asyncio's event loop and installs the bundle's ZEO
-  tuning (``../tuning.py``: in-memory commit logs) unless ``tuning off``;
+- makes runzeo stop between two event-loop callbacks on a signal, and
+  installs the bundle's ZEO tuning (``../tuning.py``: uvloop, in-memory
+  commit logs) unless ``tuning off`` (asyncio's loop, ZEO's own logs);
 - puts the stored-records guard (``records.py``) on the storage's
   ``store``, ``restore`` and ``storeBlob``;
 - for a FileStorage, cleans up after a write that failed at the vote
@@ -31,9 +32,11 @@ class Hardened(BaseConfig):
             encodings=self.config.encodings or None,
             max_frame_size=self.config.max_frame_size,
         )
-        tuning.server_on_asyncio()
+        tuning.exit_between_callbacks()
         if self.config.tuning:
             tuning.install()
+        else:
+            tuning.server_on_asyncio()
         storage = self.config.base.open()
         if self.config.guard_records:
             policy = records.Policy(

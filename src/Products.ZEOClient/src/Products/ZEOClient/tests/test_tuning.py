@@ -110,7 +110,16 @@ class ServerSectionTests(unittest.TestCase):
         self.open("")
         self.assertTrue(tuning.installed())
 
-    def test_the_server_runs_on_asyncio_whatever_is_installed(self):
+    def test_the_server_runs_on_uvloop(self):
+        import ZEO.asyncio.server
+
+        self.open("tuning off")
+        self.open("")
+        loop = ZEO.asyncio.server.new_event_loop()
+        self.addCleanup(loop.close)
+        self.assertEqual(type(loop).__module__.split(".")[0], "uvloop")
+
+    def test_tuning_off_runs_the_server_on_asyncio(self):
         import asyncio
 
         import ZEO.asyncio.server
@@ -118,7 +127,116 @@ class ServerSectionTests(unittest.TestCase):
         self.open("tuning off")
         self.assertIs(ZEO.asyncio.server.new_event_loop, asyncio.new_event_loop)
 
+    def test_the_signal_handlers_are_installed_either_way(self):
+        import ZEO.runzeo
+
+        for keys in ("", "tuning off"):
+            for name in tuning.SIGNAL_EXITS:
+                setattr(ZEO.runzeo.ZEOServer, name, lambda self: None)
+            self.open(keys)
+            for name in tuning.SIGNAL_EXITS:
+                handler = getattr(ZEO.runzeo.ZEOServer, name)
+                self.assertEqual(handler.__name__, "exit_between_callbacks", (keys, name))
+
     def test_tuning_off_keeps_zeo_as_shipped(self):
         self.open("tuning off")
         self.assertFalse(tuning.installed())
         self.assertIs(ZEO.StorageServer.tempfile, tempfile)
+
+
+class ExitBetweenCallbacksTests(unittest.TestCase):
+    """runzeo's signal handlers, as ``exit_between_callbacks`` makes them."""
+
+    def setUp(self):
+        import ZEO.runzeo
+
+        saved = {name: ZEO.runzeo.ZEOServer.__dict__[name] for name in tuning.SIGNAL_EXITS}
+        self.addCleanup(lambda: [setattr(ZEO.runzeo.ZEOServer, k, v) for k, v in saved.items()])
+        tuning.exit_between_callbacks()
+
+    def runzeo(self, loop):
+        """A stand-in for runzeo's ZEOServer whose server runs on *loop*."""
+        import types
+
+        import ZEO.runzeo
+
+        server = ZEO.runzeo.ZEOServer.__new__(ZEO.runzeo.ZEOServer)
+        server.server = types.SimpleNamespace(acceptor=types.SimpleNamespace(event_loop=loop))
+        return server
+
+    def signal_in_a_callback(self, loop, handler, status):
+        server = self.runzeo(loop)
+        done = []
+
+        def callback():
+            getattr(server, handler)()  # the signal arrives here
+            done.append("the callback ran to its end")
+
+        loop.call_soon(callback)
+        loop.call_later(30, loop.stop)  # bound
+        with self.assertRaises(SystemExit) as caught:
+            loop.run_forever()
+        self.assertEqual(caught.exception.code, status)
+        self.assertEqual(done, ["the callback ran to its end"])
+
+    def test_uvloop_stops_after_the_callback(self):
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+        self.addCleanup(loop.close)
+        self.signal_in_a_callback(loop, "handle_sigterm", 0)
+
+    def test_asyncio_stops_after_the_callback(self):
+        import asyncio
+
+        loop = asyncio.new_event_loop()
+        self.addCleanup(loop.close)
+        self.signal_in_a_callback(loop, "handle_sighup", 1)
+
+    def test_before_the_server_serves_it_exits_at_once(self):
+        import asyncio
+
+        loop = asyncio.new_event_loop()
+        self.addCleanup(loop.close)
+        with self.assertRaises(SystemExit) as caught:
+            self.runzeo(loop).handle_sigint()
+        self.assertEqual(caught.exception.code, 0)
+        server = self.runzeo(None)
+        server.server = None  # runzeo before create_server
+        with self.assertRaises(SystemExit):
+            server.handle_sigterm()
+
+    def test_the_server_run_as_main_gets_them_too(self):
+        # bin/zeoserver runs ``python -m ZEO.runzeo``: the class that
+        # handles the signals is __main__'s copy of ZEOServer.
+        import sys
+        import types
+
+        import ZEO.runzeo
+
+        main = types.ModuleType("__main__")
+        main.__spec__ = types.SimpleNamespace(name="ZEO.runzeo")
+        main.ZEOServer = type("ZEOServer", (), {
+            name: lambda self: None for name in tuning.SIGNAL_EXITS
+        })
+        saved = sys.modules["__main__"]
+        sys.modules["__main__"] = main
+        try:
+            self.assertEqual(tuning.runzeo_classes(), [ZEO.runzeo.ZEOServer, main.ZEOServer])
+            tuning.exit_between_callbacks()
+        finally:
+            sys.modules["__main__"] = saved
+        self.assertEqual(main.ZEOServer.handle_sigterm.__name__, "exit_between_callbacks")
+        self.assertEqual(tuning.runzeo_classes(), [ZEO.runzeo.ZEOServer])
+
+    def test_moved_runzeo_handler_fails_loudly(self):
+        import ZEO.runzeo
+
+        saved = ZEO.runzeo.ZEOServer.handle_sigterm
+        del ZEO.runzeo.ZEOServer.handle_sigterm
+        try:
+            with self.assertRaises(RuntimeError) as caught:
+                tuning.exit_between_callbacks()
+        finally:
+            ZEO.runzeo.ZEOServer.handle_sigterm = saved
+        self.assertIn("ZEO.runzeo.ZEOServer.handle_sigterm", str(caught.exception))
