@@ -261,6 +261,31 @@ class Bundle:
         self._children.append(process)
         return process
 
+    def spawn_server(self, name, *changes):
+        """Another ZEO server of this bundle: runzeo on a copy of its
+        zeo.conf with *changes* ((old, new) text replacements) made, on
+        its own socket, Data.fs and pid file; stopped by PID at cleanup.
+        It logs to the bundle's zeoserver.log.  Returns the socket path."""
+        with open(os.path.join(self.directory, "parts", "etc", "zeo.conf")) as f:
+            conf = f.read()
+        socket_path = os.path.join(self.var, f"{name}.sock")
+        changes = (
+            (f"address {os.path.join(self.var, 'zeo.sock')}", f"address {socket_path}"),
+            ("$VAR/zeoserver.pid", f"$VAR/{name}.pid"),
+            ("$VAR/filestorage/Data.fs", f"$VAR/filestorage/{name}.fs"),
+            *changes,
+        )
+        for old, new in changes:
+            if old not in conf:
+                raise AssertionError(f"{old!r} is not in zeo.conf")
+            conf = conf.replace(old, new)
+        path = os.path.join(self.directory, f"{name}.conf")
+        with open(path, "w") as f:
+            f.write(conf)
+        self.spawn([ZOPEPY, "-c", f"from ZEO.runzeo import main; main(['-C', {path!r}])"])
+        wait_until(f"the {name} server's socket", lambda: os.path.exists(socket_path), 60)
+        return socket_path
+
     def log(self, name):
         try:
             return self.read("var", "log", f"{name}.log")
@@ -432,11 +457,11 @@ class Bundle:
             "print(storage.getSize())\n"
         )
 
-    def last_transaction(self):
+    def last_transaction(self, **env):
         """The server's last transaction id, as 16 hex digits."""
-        return self._client_script("print(storage.lastTransaction().hex())\n").strip()
+        return self._client_script("print(storage.lastTransaction().hex())\n", **env).strip()
 
-    def _client_script(self, body):
+    def _client_script(self, body, **env):
         """Run *body* with ``storage``, a ZEO client of its own (no cache
         file), so that it sees the server's view, not an instance's."""
         return self.python(
@@ -445,7 +470,8 @@ class Bundle:
             "    host, port = address.rsplit(':', 1); address = (host, int(port))\n"
             "storage = ZEO.client(address, wait_timeout=30)\n"
             + body
-            + "storage.close()\n"
+            + "storage.close()\n",
+            **env,
         )
 
     def python(self, code, **env):
@@ -453,12 +479,12 @@ class Bundle:
         ZEO_ADDRESS and BLOBS in the environment.  Returns its output."""
         result = subprocess.run(
             [ZOPEPY, "-c", "import os, ZEO\n" + code],
-            env=dict(
-                os.environ,
-                ZEO_ADDRESS=self.client_address(),
-                BLOBS=os.path.join(self.var, "blobstorage"),
+            env={
+                **os.environ,
+                "ZEO_ADDRESS": self.client_address(),
+                "BLOBS": os.path.join(self.var, "blobstorage"),
                 **env,
-            ),
+            },
             capture_output=True,
             text=True,
             timeout=120,

@@ -113,7 +113,9 @@ class FrameGuard:
 
 class HardenedServerProtocol(ZEO.asyncio.server.ServerProtocol):
 
-    encodings = frozenset(ENCODINGS.values())
+    #: Encoding prefixes accepted in a handshake; None: only the one the
+    #: server offers (ZEO's clients always answer with that one).
+    encodings = None
     max_frame_size = DEFAULT_MAX_FRAME
 
     def refuse(self, why):
@@ -152,7 +154,8 @@ class HardenedServerProtocol(ZEO.asyncio.server.ServerProtocol):
         self.data_received = data_received
 
     def finish_connection(self, protocol_version):
-        if protocol_version != b"ruok" and protocol_version[:1] not in self.encodings:
+        accepted = self.encodings or {self.announce_protocol[:1]}
+        if protocol_version != b"ruok" and protocol_version[:1] not in accepted:
             return self.refuse(f"handshake {protocol_version[:16]!r} not accepted")
         super().finish_connection(protocol_version)
         if self.closed or protocol_version == b"ruok":
@@ -181,14 +184,15 @@ class HardenedServerProtocol(ZEO.asyncio.server.ServerProtocol):
 def install(encodings=None, max_frame_size=DEFAULT_MAX_FRAME):
     """Make the server use HardenedServerProtocol for new connections."""
     check_hook_points()
-    if encodings is not None:
-        HardenedServerProtocol.encodings = frozenset(ENCODINGS[e] for e in encodings)
+    HardenedServerProtocol.encodings = (
+        frozenset(ENCODINGS[e] for e in encodings) if encodings else None
+    )
     HardenedServerProtocol.max_frame_size = max_frame_size
     ZEO.asyncio.server.ServerProtocol = HardenedServerProtocol
     logger.info(
         "hardened ZEO protocol: encodings %s, max frame %d bytes, "
         "%d allowed globals",
-        sorted(e.decode() for e in HardenedServerProtocol.encodings),
+        ", ".join(encodings) if encodings else "the one offered",
         max_frame_size,
         len(ALLOWED_GLOBALS),
     )
