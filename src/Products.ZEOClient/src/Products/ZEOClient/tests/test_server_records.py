@@ -99,6 +99,54 @@ class ScanTests(unittest.TestCase):
         self.assertIn("nothing of this transaction was written", str(raised.exception))
 
 
+class HandWrittenPickleTests(unittest.TestCase):
+    """Pickles no pickler writes from objects: what an attacker sends."""
+
+    policy = records.Policy()
+
+    def refused(self, data, words):
+        storage = MappingStorage()
+        records.guard(storage, self.policy)
+        with self.assertLogs("Products.ZEOClient.server.records", "ERROR"):
+            with self.assertRaises(records.RecordRefused) as raised:
+                storage.store(b"\0" * 8, b"\0" * 8, data, "", None)
+        self.assertIn(words, str(raised.exception))
+        self.assertEqual(storage.lastTransaction(), b"\0" * 8)  # nothing written
+
+    def test_a_called_global_outside_the_lists(self):
+        self.refused(b"cbuiltins\nlen\n(S'x'\ntR.", "references builtins.len")
+
+    def test_calling_what_an_allowed_call_returned(self):
+        # copyreg._reconstructor may be called; what it returns may not.
+        self.refused(
+            b"ccopyreg\n_reconstructor\n(cbuiltins\nobject\ncbuiltins\nobject\nNtR(tR.",
+            "calls an object the guard cannot identify",
+        )
+
+    def test_calling_a_string(self):
+        self.refused(b"S'os.system'\n(S'true'\ntR.", "not a readable pickle")
+
+    def test_a_global_inside_a_persistent_reference(self):
+        self.refused(b"(K\x01cposix\nsystem\ntQ.", "references posix.system")
+
+    def test_stack_global_from_computed_names(self):
+        # STACK_GLOBAL whose names are not strings.
+        self.refused(b"\x80\x04K\x01K\x02\x93.", "not a readable pickle")
+
+    def test_state_cannot_change_a_stand_in_class(self):
+        # BUILD with a __class__ in its slot state: the stand-in ignores
+        # the state, so what it becomes cannot then be called.
+        self.refused(
+            b"\x80\x02ccopyreg\n_reconstructor\n(cbuiltins\nobject\ncbuiltins\nobject\nNtR"
+            b"N}X\t\x00\x00\x00__class__cbuiltins\nset\ns\x86b(tR.",
+            "calls an object the guard cannot identify",
+        )
+
+    def test_instance_creation_without_a_call_passes(self):
+        # NEWOBJ of an allowed class: only its __new__, nothing called.
+        records.scan(b"\x80\x02cOFS.Folder\nFolder\n)\x81.", self.policy)
+
+
 class GuardTests(unittest.TestCase):
 
     def test_refused_transaction_writes_nothing(self):
