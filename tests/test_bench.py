@@ -42,6 +42,8 @@ class BenchTests(unittest.TestCase):
             set(results["load"]), {"filestorage load", "zeo cache hit", "zeo cache miss"}
         )
         self.assertGreater(results["guard"]["us_per_record"], 0)
+        self.assertGreater(results["host"]["process_round_trip_us"], 0)
+        self.assertGreater(results["host"]["thread_round_trip_us"], 0)
         for row in results["writers_distinct"] + results["writers_shared_counter"]:
             self.assertEqual(row["lost_updates"], 0, row)
             self.assertGreater(row["commits"], 0, row)

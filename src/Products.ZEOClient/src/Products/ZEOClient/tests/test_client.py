@@ -4,6 +4,7 @@ import unittest
 from ZEO.Exceptions import ClientDisconnected
 
 from Products.ZEOClient import client
+from . import assert_fails_loudly_without
 
 
 def record(msg, level=logging.INFO, exc=None):
@@ -43,11 +44,6 @@ class InternalsTests(unittest.TestCase):
     def test_a_missing_internal_fails_loudly(self):
         from ZEO.asyncio import client as zeo_client
 
-        saved = zeo_client.ClientIO.verify
-        del zeo_client.ClientIO.verify
-        try:
-            with self.assertRaises(RuntimeError) as raised:
-                client.check_zeo_internals()
-        finally:
-            zeo_client.ClientIO.verify = saved
-        self.assertIn("lacks verify", str(raised.exception))
+        assert_fails_loudly_without(
+            self, zeo_client.ClientIO, "verify", client.check_zeo_internals, "lacks verify"
+        )

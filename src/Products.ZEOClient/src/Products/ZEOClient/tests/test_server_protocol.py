@@ -5,6 +5,7 @@ import unittest
 import ZEO.asyncio.marshal
 
 from Products.ZEOClient.server import protocol
+from . import assert_fails_loudly_without
 
 
 class Call:
@@ -65,11 +66,7 @@ class HookPointTests(unittest.TestCase):
     def test_missing_hook_point_fails_loudly(self):
         import ZEO.asyncio.server
 
-        saved = ZEO.asyncio.server.new_connection
-        del ZEO.asyncio.server.new_connection
-        try:
-            with self.assertRaises(RuntimeError) as raised:
-                protocol.check_hook_points()
-        finally:
-            ZEO.asyncio.server.new_connection = saved
-        self.assertIn("cannot harden", str(raised.exception))
+        assert_fails_loudly_without(
+            self, ZEO.asyncio.server, "new_connection", protocol.check_hook_points,
+            "cannot harden",
+        )

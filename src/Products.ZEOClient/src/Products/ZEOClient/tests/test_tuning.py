@@ -9,6 +9,7 @@ import ZEO.StorageServer
 import ZEO.TransactionBuffer
 
 from .. import tuning
+from . import assert_fails_loudly_without
 
 
 class TuningTests(unittest.TestCase):
@@ -76,14 +77,10 @@ class TuningTests(unittest.TestCase):
         self.assertIsNone(tuning.switch_thread())
 
     def test_moved_zeo_internals_fail_loudly(self):
-        saved = ZEO.TransactionBuffer.tempfile
-        del ZEO.TransactionBuffer.tempfile
-        try:
-            with self.assertRaises(RuntimeError) as caught:
-                tuning.install()
-        finally:
-            ZEO.TransactionBuffer.tempfile = saved
-        self.assertIn("ZEO.TransactionBuffer.tempfile", str(caught.exception))
+        assert_fails_loudly_without(
+            self, ZEO.TransactionBuffer, "tempfile", tuning.install,
+            "ZEO.TransactionBuffer.tempfile",
+        )
 
     def test_event_loop_is_uvloop_in_the_bundle(self):
         self.assertEqual(tuning.event_loop(), "uvloop")
@@ -232,11 +229,7 @@ class ExitBetweenCallbacksTests(unittest.TestCase):
     def test_moved_runzeo_handler_fails_loudly(self):
         import ZEO.runzeo
 
-        saved = ZEO.runzeo.ZEOServer.handle_sigterm
-        del ZEO.runzeo.ZEOServer.handle_sigterm
-        try:
-            with self.assertRaises(RuntimeError) as caught:
-                tuning.exit_between_callbacks()
-        finally:
-            ZEO.runzeo.ZEOServer.handle_sigterm = saved
-        self.assertIn("ZEO.runzeo.ZEOServer.handle_sigterm", str(caught.exception))
+        assert_fails_loudly_without(
+            self, ZEO.runzeo.ZEOServer, "handle_sigterm", tuning.exit_between_callbacks,
+            "ZEO.runzeo.ZEOServer.handle_sigterm",
+        )
