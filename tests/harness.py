@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -499,3 +500,93 @@ class Bundle:
             self.settings.get("zeo:address", os.path.join(self.var, "zeo.sock")),
         )
 
+
+HOLDER_NOTE = "the lock holder's transaction"
+
+# A plain ZEO client that takes the server's commit lock and keeps it: it
+# changes the title of folder FOLDER, votes (from then on the server holds
+# the commit lock for it), says VOTED and waits for a line on stdin before
+# it finishes.  Then it says FINISHED or FAILED and why.
+LOCK_HOLDER = f"""
+import os, sys, ZEO, ZODB, transaction
+address = os.environ["ZEO_ADDRESS"]
+if not address.startswith("/"):
+    host, port = address.rsplit(":", 1); address = (host, int(port))
+db = ZODB.DB(ZEO.client(address, wait_timeout=30))
+tm = transaction.TransactionManager()
+conn = db.open(tm)
+conn.root()["Application"][os.environ["FOLDER"]].title = "changed by the lock holder"
+txn = tm.get()
+txn.note({HOLDER_NOTE!r})
+conn.tpc_begin(txn)
+conn.commit(txn)
+conn.tpc_vote(txn)
+print("VOTED", flush=True)
+sys.stdin.readline()
+try:
+    conn.tpc_finish(txn)
+    print("FINISHED", flush=True)
+except Exception as exc:
+    print("FAILED", type(exc).__name__, exc, flush=True)
+"""
+
+
+class LockHolder:
+    """LOCK_HOLDER in a child process with the bundle's eggs.
+
+    Stopped by PID in a cleanup registered here (continued first, in case
+    a test stopped it); its output is read by a thread, so that waiting
+    for a line is bounded in time.
+    """
+
+    def __init__(self, test, bundle, folder):
+        self.process = subprocess.Popen(
+            [ZOPEPY, "-c", LOCK_HOLDER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=dict(os.environ, ZEO_ADDRESS=bundle.client_address(), FOLDER=folder),
+            start_new_session=True,
+        )
+        test.addCleanup(self.stop)
+        self.lines = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def said(self, word):
+        """The first line it printed that starts with *word*, or None."""
+        exited = self.process.poll() is not None
+        if exited:
+            self.reader.join(10)  # its last lines
+        found = next((line for line in self.lines if line.startswith(word)), None)
+        if found is None and exited:
+            raise AssertionError(
+                f"the lock holder exited without saying {word}:\n" + "\n".join(self.lines)
+            )
+        return found
+
+    def wait_for(self, word, timeout=60):
+        return wait_until(f"the lock holder to say {word}", lambda: self.said(word), timeout)
+
+    def signal(self, signum):
+        os.kill(self.process.pid, signum)
+
+    def finish(self):
+        """Let it go on from its vote to tpc_finish."""
+        self.process.stdin.write("\n")
+        self.process.stdin.flush()
+
+    def stop(self):
+        try:
+            self.signal(signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        stop_process(self.process)
+        self.reader.join(10)
+        self.process.stdin.close()
+        self.process.stdout.close()
