@@ -107,20 +107,16 @@ class Policy:
         self.modules = tuple(modules)
         self.globals = frozenset(globals_) | frozenset(callables)
         self.callables = frozenset(callables)
-        self._verdicts = {}  # name -> bool; a server sees few distinct names
-        self._stand_ins = {}  # (module, name) -> stand-in class
+        # (module, name) -> stand-in class of an allowed global; a server
+        # sees few distinct names, so this is the guard's only cache.
+        self._stand_ins = {}
 
     def referenced(self, name):
-        verdict = self._verdicts.get(name)
-        if verdict is None:
-            module = name.rpartition(".")[0]
-            verdict = name in self.globals or any(
-                module == prefix or module.startswith(prefix + ".")
-                for prefix in self.modules
-            )
-            if len(self._verdicts) < 10000:
-                self._verdicts[name] = verdict
-        return verdict
+        module = name.rpartition(".")[0]
+        return name in self.globals or any(
+            module == prefix or module.startswith(prefix + ".")
+            for prefix in self.modules
+        )
 
     def check_reference(self, name):
         if not self.referenced(name):
