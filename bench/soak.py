@@ -14,9 +14,11 @@ harness, as ``make bench`` does), starts it, and for ``--seconds``
   through either instance, and checks it.
 
 The ZEO server is restarted (``bin/zeoserver restart``) ``--restarts``
-times (2: at a third and at two thirds of the run), evenly spread; a server still running ``--restart-timeout``
-(60) seconds after its SIGTERM is killed by PID and that is a failure.  Afterwards every acknowledged write must be
-on the server, read by a ZEO client of its own; a write refused with
+times (2: at a third and at two thirds of the run), evenly spread; a
+server still running ``--restart-timeout`` (60) seconds after its
+SIGTERM is killed by PID and that is a failure.  Afterwards every
+acknowledged write must be on the server, read by a ZEO client of its
+own; a write refused with
 "nothing was saved" must not be; one with an unknown outcome may be.
 
 Memory: the resident set size (VmRSS, /proc) of the server and of each

@@ -95,7 +95,10 @@ class HardeningTests(unittest.TestCase):
         self.marker = os.path.join(self.bundle.directory, "PWNED")
         if os.path.exists(self.marker):
             os.unlink(self.marker)
-        self.socket_path = pickle_server(self.bundle)
+        self.socket_path = self.server_socket()
+
+    def server_socket(self):
+        return pickle_server(self.bundle)
 
     def connect(self, handshake=None, prefix=b"Z"):
         sock = unix_connection(self, self.socket_path)
@@ -288,9 +291,8 @@ class MsgpackServerTests(HardeningTests):
     """The bundle's own server: msgpack only.  The record guard and a
     legitimate client's work (the tests inherited) go through it too."""
 
-    def setUp(self):
-        super().setUp()
-        self.socket_path = os.path.join(self.bundle.var, "zeo.sock")
+    def server_socket(self):
+        return os.path.join(self.bundle.var, "zeo.sock")
 
     def connect(self, handshake=None, prefix=b"M"):
         return super().connect(handshake, prefix)

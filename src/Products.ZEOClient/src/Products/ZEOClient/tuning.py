@@ -144,7 +144,7 @@ def _exit_handler(message, status):
         ZEO.runzeo.log(message)
         acceptor = getattr(server.server, "acceptor", None)
         loop = getattr(acceptor, "event_loop", None)
-        if loop is None or loop.is_closed() or not loop.is_running():
+        if loop is None or not loop.is_running():
             sys.exit(status)  # not serving yet (or any more): at once
         # The loop's next callback; runzeo then closes the storage and
         # removes its socket and pid file, as after its own SystemExit.
