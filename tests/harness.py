@@ -28,8 +28,8 @@ import urllib.request
 
 # One wait_until and one way to stop a child for the bundle and its
 # tests: bounded, never a bare sleep.
-from Products.ZEOClient.cluster import stop_process  # noqa: F401
-from Products.ZEOClient.cluster import wait_until  # noqa: F401
+from Products.ZEOClient.scripts.cluster import stop_process  # noqa: F401
+from Products.ZEOClient.scripts.cluster import wait_until  # noqa: F401
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILDOUT = os.path.join(CHECKOUT, "bin", "buildout")

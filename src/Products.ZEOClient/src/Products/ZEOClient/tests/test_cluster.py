@@ -3,7 +3,7 @@ import socket
 import tempfile
 import unittest
 
-from Products.ZEOClient import cluster
+from Products.ZEOClient.scripts import cluster
 
 
 class AddressTests(unittest.TestCase):

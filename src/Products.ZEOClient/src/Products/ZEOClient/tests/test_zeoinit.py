@@ -3,7 +3,7 @@ import stat
 import tempfile
 import unittest
 
-from Products.ZEOClient import init
+from Products.ZEOClient.scripts import zeoinit
 
 
 class FakeUserFolder:
@@ -30,11 +30,11 @@ class PasswordFileTests(unittest.TestCase):
         self.path = os.path.join(self.folder, "sub", "admin-password")
 
     def test_created_once_with_mode_0600(self):
-        password, created = init.read_or_create_password(self.path)
+        password, created = zeoinit.read_or_create_password(self.path)
         self.assertTrue(created)
         self.assertGreaterEqual(len(password), 16)
         self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o600)
-        again, created = init.read_or_create_password(self.path)
+        again, created = zeoinit.read_or_create_password(self.path)
         self.assertFalse(created)
         self.assertEqual(again, password)
 
@@ -43,21 +43,21 @@ class PasswordFileTests(unittest.TestCase):
         with open(self.path, "w") as f:
             f.write("chosen-by-operator\n")
         self.assertEqual(
-            init.read_or_create_password(self.path), ("chosen-by-operator", False)
+            zeoinit.read_or_create_password(self.path), ("chosen-by-operator", False)
         )
 
     def test_empty_file_gets_a_password(self):
         os.makedirs(os.path.dirname(self.path))
         open(self.path, "w").close()
-        password, created = init.read_or_create_password(self.path)
+        password, created = zeoinit.read_or_create_password(self.path)
         self.assertTrue(created)
         self.assertTrue(password)
 
     def test_passwords_differ_between_bundles(self):
         other = os.path.join(self.folder, "other")
         self.assertNotEqual(
-            init.read_or_create_password(self.path)[0],
-            init.read_or_create_password(other)[0],
+            zeoinit.read_or_create_password(self.path)[0],
+            zeoinit.read_or_create_password(other)[0],
         )
 
 
@@ -65,12 +65,12 @@ class EnsureAdminTests(unittest.TestCase):
 
     def test_adds_manager_when_missing(self):
         app = FakeApp()
-        self.assertTrue(init.ensure_admin(app, "secret"))
+        self.assertTrue(zeoinit.ensure_admin(app, "secret"))
         self.assertEqual(app.acl_users.users["admin"], ("secret", ("Manager",)))
 
     def test_leaves_existing_admin_alone(self):
         app = FakeApp(users=["admin"])
-        self.assertFalse(init.ensure_admin(app, "secret"))
+        self.assertFalse(zeoinit.ensure_admin(app, "secret"))
         self.assertEqual(app.acl_users.users["admin"], "old")
 
 
@@ -78,5 +78,5 @@ class MainTests(unittest.TestCase):
 
     def test_missing_configuration_is_a_one_line_error(self):
         with self.assertRaises(SystemExit) as raised:
-            init.main(["--zope-conf", "/nonexistent/zope.conf", "--password-file", "/x"])
+            zeoinit.main(["--zope-conf", "/nonexistent/zope.conf", "--password-file", "/x"])
         self.assertIn("no configuration at /nonexistent/zope.conf", str(raised.exception))
