@@ -21,6 +21,13 @@ Stock ZEO 6 behaviour this changes (each point is a test in the bundle):
 - After a server crash ZEO clients keep using oids fetched from the dead
   server, which the restarted one hands out again: here they are dropped
   on every (re)connection.
+- ZEO writes its persistent cache through a buffered file and flushes it
+  only when the last transaction id changes (a commit or an invalidation)
+  and at close: after a SIGKILL, or a read-only session ended without
+  closing, what the last loads brought is lost.  Here the buffer is
+  flushed every ``cache_flush_interval`` seconds (from ZEO's own loop;
+  nothing is written when nothing is pending), and a graceful stop
+  closes the cache (``graceful.py``).
 - While disconnected ZEO logs two lines a second, and ZODB a traceback
   for every load that cannot reach the server.  Here those lines are
   filtered out and each change of state is logged once.
@@ -154,7 +161,8 @@ class _ClientThread(zeo_client.ClientThread):
 class ClusterClientStorage(ClientStorage):
     """ClientStorage for an instance of the cluster; see the module doc."""
 
-    def __init__(self, addr, startup_wait=3.0, verify_wait=10.0, **kw):
+    def __init__(self, addr, startup_wait=3.0, verify_wait=10.0,
+                 cache_flush_interval=2.0, **kw):
         check_zeo_internals()
         quiet_retry_logging()
         tuning.install()
@@ -173,6 +181,9 @@ class ClusterClientStorage(ClientStorage):
         self.state_since = time.time()
         kw["wait"] = False
         super().__init__(addr, _client_factory=_ClientThread, **kw)
+        self._cache_flush_interval = cache_flush_interval
+        if cache_flush_interval:
+            self._server.loop.call_soon_threadsafe(self._flush_cache_later)
         try:
             self._wait(timeout=startup_wait)
         except ClientDisconnected:
@@ -257,6 +268,20 @@ class ClusterClientStorage(ClientStorage):
             self._server_addr,
         )
         self._event("disconnected")
+
+    # -- the persistent cache (I/O thread) ----------------------------
+
+    def _flush_cache_later(self):
+        self._server.loop.call_later(self._cache_flush_interval, self._flush_cache)
+
+    def _flush_cache(self):
+        cache = self._cache
+        with cache._lock:
+            f = cache.f
+            if f is None:  # closed
+                return
+            f.flush()
+        self._flush_cache_later()
 
     # -- reads ---------------------------------------------------------
 

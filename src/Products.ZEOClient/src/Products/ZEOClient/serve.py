@@ -7,6 +7,12 @@ loop it pulls a trigger (waitress' own mechanism for running code in the
 loop's thread) whose thunk calls ``ThreadedAsync.loop_started``: the
 callbacks therefore run inside the loop once it polls, with the listening
 sockets already accepting connections.
+
+It runs that loop through ``graceful.GracefulLoop``: SIGTERM and SIGINT
+drain the instance, finish the requests in flight and close the database
+instead of ending the process on the spot.  Its two settings are options
+of ``[server:main]`` (``drain``, ``shutdown_timeout``, in seconds), the
+rest go to waitress.
 """
 
 import logging
@@ -16,6 +22,7 @@ from waitress.server import MultiSocketServer
 from waitress.trigger import trigger
 
 from . import ThreadedAsync
+from .graceful import GracefulLoop
 
 logger = logging.getLogger(__name__)
 
@@ -32,16 +39,31 @@ def create_server(app, **kw):
     return server
 
 
-def serve(app, **kw):
+def serve(app, drain=3.0, shutdown_timeout=30.0, **kw):
     server = create_server(app, **kw)
     server.print_listen("Serving on http://{}:{}")
-    server.run()
+    return GracefulLoop(server, drain=drain, shutdown_timeout=shutdown_timeout).run()
 
 
-def server_factory(global_conf, **kw):
+def seconds(name, value):
+    """*value* of option *name* as seconds >= 0, or a clear error."""
+    try:
+        number = float(value)
+        if not number >= 0:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"[server:main] {name} must be a number of seconds >= 0, not {value!r}"
+        ) from None
+    return number
+
+
+def server_factory(global_conf, drain="3", shutdown_timeout="30", **kw):
     """PasteDeploy ``paste.server_factory`` entry point."""
+    drain = seconds("drain", drain)
+    shutdown_timeout = seconds("shutdown_timeout", shutdown_timeout)
 
     def run(app):
-        return serve(app, **kw)
+        return serve(app, drain=drain, shutdown_timeout=shutdown_timeout, **kw)
 
     return run

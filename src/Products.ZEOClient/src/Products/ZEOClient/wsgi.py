@@ -41,6 +41,7 @@ from ZEO.Exceptions import ClientDisconnected
 from ZEO.Exceptions import ServerException
 from ZODB.POSException import ConflictError
 
+from . import graceful
 from .exceptions import outcome_unknown
 
 logger = logging.getLogger(__name__)
@@ -195,12 +196,19 @@ def health(environ, start_response):
 
     Answered here, before Zope: it needs neither the database nor a
     worker's transaction.  200 ``ok`` when every ZEO storage is connected
-    and its cache verified, 503 ``disconnected`` otherwise.
+    and its cache verified; 503 ``stopping`` once the instance has been
+    told to stop (``graceful.py``: it still serves for a few seconds, so
+    that the balancer moves traffic away first); 503 ``disconnected``
+    otherwise (it still serves what its cache holds: the bundle's
+    HAProxy sends it traffic when no instance is ``ok``).
     """
-    ok = not disconnected() and not any(
-        getattr(storage, "verifying", lambda: False)() for storage in _storages()
-    )
-    body = b"ok\n" if ok else b"disconnected\n"
+    if graceful.stopping():
+        ok, body = False, b"stopping\n"
+    else:
+        ok = not disconnected() and not any(
+            getattr(storage, "verifying", lambda: False)() for storage in _storages()
+        )
+        body = b"ok\n" if ok else b"disconnected\n"
     start_response(
         "200 OK" if ok else "503 Service Unavailable",
         [
