@@ -4,7 +4,7 @@ PYTHON ?= python3
 BUILD_INPUTS := bootstrap.py buildout.cfg $(wildcard etc/*.cfg etc/*.in etc/zope/*.cfg) \
 	src/Products.ZEOClient/pyproject.toml
 
-.PHONY: build run start stop status logreopen test bench soak clean distclean
+.PHONY: build run start stop restart status logreopen test bench soak clean distclean
 
 # bin/buildout is rerun only when its inputs changed: a no-op build is instant.
 .installed.cfg: $(BUILD_INPUTS)
@@ -21,6 +21,10 @@ start: build
 
 stop:
 	@if [ -x bin/cluster ]; then bin/cluster stop; else echo "not built: nothing to stop"; fi
+
+# One instance at a time, the others serving through the balancer.
+restart: build
+	bin/cluster restart --rolling
 
 status:
 	@bin/cluster status
