@@ -54,9 +54,15 @@ parts = {parts}
 [ports]
 instance1 = 0
 instance2 = 0
+balancer = 127.0.0.1:0
+balancer-stats = 127.0.0.1:0
 
 [settings]
 etc-directory = {checkout}/etc
+# Tests that want HAProxy turn it on (tests/test_balancer.py); the others
+# need neither it nor a long drain when they stop an instance.
+balancer = off
+drain = 0.2
 """
 
 
@@ -164,8 +170,10 @@ class Bundle:
         self.var = os.path.join(self.directory, "var")
         self.settings = settings
         self._children = []
+        self._cleanups = []
         self._runner = None
         self._urls = {}
+        self.balancer_url = None
 
     # -- building ------------------------------------------------------
 
@@ -219,7 +227,14 @@ class Bundle:
             raise AssertionError(
                 f"cluster start failed:\n{result.stdout}\n{result.stderr}"
             )
+        found = re.search(r"^balancer: (http://\S+/)", result.stdout, re.M)
+        if found:
+            self.balancer_url = found.group(1)
         return result
+
+    def on_cleanup(self, function, *args):
+        """Call *function(*args)* at cleanup, before the processes stop."""
+        self._cleanups.append((function, args))
 
     def stop(self):
         return self.run_script("cluster", "stop")
@@ -332,6 +347,8 @@ class Bundle:
 
     def cleanup(self):
         """Stop whatever still runs (by PID) and remove the folder."""
+        for function, args in reversed(self._cleanups):
+            function(*args)
         self.stop_foreground()
         for child in self._children:
             stop_process(child)
@@ -412,13 +429,13 @@ class Bundle:
 
     def http(self, instance, method, path, data=None, auth=True, timeout=30, headers=(),
              follow_redirects=True):
-        """A request to *instance*; returns a Response for any status."""
+        """A request to *instance* ("balancer": through HAProxy); returns
+        a Response for any status."""
         body = None
         if data is not None:
             body = urllib.parse.urlencode(data).encode()
-        request = urllib.request.Request(
-            self.url(instance) + path.lstrip("/"), data=body, method=method
-        )
+        base = self.balancer_url if instance == "balancer" else self.url(instance)
+        request = urllib.request.Request(base + path.lstrip("/"), data=body, method=method)
         for name, value in dict(headers).items():
             request.add_header(name, value)
         if auth:
