@@ -363,12 +363,14 @@ class Bundle:
 
     def wait_connected(self, why="", timeout=60):
         """Wait until every instance answers /zeo-health with 200."""
+        def healthy(name):
+            try:
+                return self.http(name, "GET", "/zeo-health", auth=False).status == 200
+            except OSError:  # not listening (yet): a restart, say
+                return False
+
         for name in self.instances:
-            wait_until(
-                f"{name} to be connected{why}",
-                lambda: self.http(name, "GET", "/zeo-health", auth=False).status == 200,
-                timeout,
-            )
+            wait_until(f"{name} to be connected{why}", lambda: healthy(name), timeout)
 
     def add_folder(self, instance, folder, title):
         return self.http(

@@ -259,3 +259,47 @@ class OutageTests(unittest.TestCase):
         self.assertNotIn("AssertionError", bundle.log("instance1"))
         self.assertEqual(bundle.title("instance1", before)[:2], (200, "kept"))
         self.assertEqual(bundle.title("instance1", after)[0], 404)
+
+
+class CacheKeptAcrossStopsTests(unittest.TestCase):
+    """What an instance loaded is in its persistent cache when it starts
+    again with the server down: everything after a clean stop, and after
+    SIGKILL all but the last flush interval's worth (2 s)."""
+
+    layer = OwnBundlesLayer
+
+    def test_loads_survive_a_clean_stop_and_a_kill(self):
+        bundle = own_bundle(self)
+        bundle.build()
+        bundle.start()
+        folders = [name() for _ in range(20)]
+        for folder in folders:
+            self.assertEqual(bundle.add_folder("instance1", folder, "t " + folder).status, 200)
+        # Only reads on both instances: no commit that would flush ZEO's
+        # cache file by itself.
+        for instance in ("instance1", "instance2"):
+            self.assertEqual(bundle.run_script(instance, "restart").returncode, 0)
+        bundle.wait_connected(" after the restart")
+        for instance in ("instance1", "instance2"):
+            for folder in folders:
+                self.assertEqual(bundle.title(instance, folder)[:2], (200, "t " + folder))
+        cache = os.path.join(bundle.var, "cache", "instance1-1.zec")
+
+        def flushed():
+            with open(cache, "rb") as f:
+                data = f.read()
+            return all(("t " + folder).encode() in data for folder in folders)
+
+        wait_until("instance1's loads to reach its cache file", flushed, 30)
+        out = bundle.run_script("instance1", "status").stdout
+        pid = int(out.rsplit("pid=", 1)[1].split()[0])
+        self.assertEqual(bundle.run_script("instance2", "stop").returncode, 0)
+        self.assertEqual(bundle.run_script("zeoserver", "stop").returncode, 0)
+        os.kill(pid, 9)  # zdaemon starts it again, with the server down
+        bundle.start_instance("instance2")
+        for instance in ("instance1", "instance2"):
+            wait_until(f"{instance} to serve from its cache", lambda: bundle.serving(
+                instance) and bundle.title(instance, folders[0])[0] == 200, 120)
+            for folder in folders:
+                self.assertEqual(bundle.title(instance, folder),
+                                 (200, "t " + folder, "disconnected"), instance)
