@@ -32,8 +32,9 @@ VENV = os.path.join(HERE, ".venv")
 STAMP = os.path.join(VENV, "bootstrap-pins.txt")
 TOOLS = ("zc.buildout", "pip", "setuptools", "wheel")
 # A buildout run that only makes the develop eggs (see above): no
-# extension, no part, no .installed.cfg written.
-DEVELOP_ONLY = ("-q", "buildout:extensions=", "buildout:parts=", "buildout:installed=")
+# extension, no part, no .installed.cfg written; errors only (without
+# parts, [buildout] var-directory would be reported unused).
+DEVELOP_ONLY = ("-qq", "buildout:extensions=", "buildout:parts=", "buildout:installed=")
 
 
 def fail(message):
