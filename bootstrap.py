@@ -10,6 +10,14 @@ The pins for zc.buildout and the tools it installs with (pip, setuptools,
 wheel) are read from ``etc/versions.cfg`` so that there is one place for
 versions.  Running it twice is safe: the virtual environment is reused,
 and pip is skipped when the recorded pins have not changed.
+
+buildout.cfg uses an extension from the bundle's own develop egg
+(Products.ZEOClient), and zc.buildout loads extensions before it makes
+develop eggs: on a fresh checkout there is nothing to load yet, and
+after a change of the product's metadata (pyproject.toml, say a new
+entry point) what it would load is stale.  So every run first makes
+the develop eggs in a buildout run that loads no extension, installs no
+part and records nothing, then runs the real buildout.
 """
 
 import argparse
@@ -23,6 +31,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 VENV = os.path.join(HERE, ".venv")
 STAMP = os.path.join(VENV, "bootstrap-pins.txt")
 TOOLS = ("zc.buildout", "pip", "setuptools", "wheel")
+# A buildout run that only makes the develop eggs (see above): no
+# extension, no part, no .installed.cfg written; errors only (without
+# parts, [buildout] var-directory would be reported unused).
+DEVELOP_ONLY = ("-qq", "buildout:extensions=", "buildout:parts=", "buildout:installed=")
 
 
 def fail(message):
@@ -95,7 +107,13 @@ def main(argv=None):
     if not os.path.exists(os.path.join(HERE, "bin", "buildout")):
         subprocess.run([buildout, "-N", "bootstrap"], check=True)
     if not args.no_run:
-        result = subprocess.run([os.path.join(HERE, "bin", "buildout"), "-N"])
+        bin_buildout = os.path.join(HERE, "bin", "buildout")
+        develop = subprocess.run(
+            [bin_buildout, "-N", *DEVELOP_ONLY], check=False
+        )
+        if develop.returncode != 0:
+            return develop.returncode
+        result = subprocess.run([bin_buildout, "-N"])
         return result.returncode
     return 0
 

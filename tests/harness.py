@@ -5,8 +5,11 @@ checkout's ``bin/buildout`` into a temporary folder with a small override
 file: its own ``var/`` (so a fresh socket path), HTTP on port 0 (each
 instance binds a free port and logs it; we read it back), and the
 checkout's eggs and develop eggs (so no download happens: ``allow-hosts``
-restricts buildout to this machine).  The processes are started with the
-bundle's generated scripts, exactly as an operator would.
+restricts buildout to this machine; the bundle's extension is loaded
+from the develop eggs).  How many instances is ``settings:instances=N``
+on the command line, as an operator would say it.  The processes are
+started with the bundle's generated scripts, exactly as an operator
+would.
 
 Every process is stopped by PID in a cleanup registered when it starts;
 ``bin/cluster run`` is given a suicide timeout so that nothing outlives a
@@ -36,8 +39,10 @@ BUILDOUT = os.path.join(CHECKOUT, "bin", "buildout")
 ZOPEPY = os.path.join(CHECKOUT, "bin", "zopepy")
 SUICIDE_TIMEOUT = 900  # seconds; no test cluster lives longer
 
+# buildout.cfg's parts but zopepy and test (the tests use the checkout's);
+# the extension puts instance1 ... instanceN where "instances" stands.
 PARTS = (
-    "var-dirs zeo-conf zeoserver instance1 instance2 zeoinit-conf zeoinit "
+    "var-dirs zeo-conf zeoserver instances zeoinit-conf zeoinit "
     "inituser-cleanup cluster zeostatus zeopack backup service-files"
 )
 
@@ -52,8 +57,7 @@ allow-hosts = localhost
 parts = {parts}
 
 [ports]
-instance1 = 0
-instance2 = 0
+{ports}
 balancer = 127.0.0.1:0
 balancer-stats = 127.0.0.1:0
 
@@ -182,19 +186,16 @@ class Bundle:
         *extra* more configuration text for the override file."""
         self.settings.update(settings)
         config = os.path.join(self.directory, "buildout.cfg")
-        extra_instances = self.instances[2:]
         with open(config, "w") as f:
             f.write(
                 OVERRIDES.format(
-                    checkout=CHECKOUT, parts=" ".join([PARTS, *extra_instances])
+                    checkout=CHECKOUT,
+                    parts=PARTS,
+                    ports="\n".join(f"{name} = 0" for name in self.instances),
                 )
             )
-            for name in extra_instances:
-                f.write(
-                    f"\n[{name}]\n<= instance-base\nhttp-address = 127.0.0.1:0\n"
-                )
             f.write(extra)
-        args = [BUILDOUT, "-c", config, "-q"]
+        args = [BUILDOUT, "-c", config, "-q", f"settings:instances={len(self.instances)}"]
         args += [f"{key}={value}" for key, value in sorted(self.settings.items())]
         result = subprocess.run(
             args, cwd=self.directory, capture_output=True, text=True, timeout=300
@@ -325,7 +326,7 @@ class Bundle:
         )
         log.close()
         wait_until(
-            "the foreground cluster to serve both instances",
+            "the foreground cluster to serve every instance",
             lambda: self._runner.poll() is not None or self.all_serving(),
             180,
         )
@@ -414,7 +415,7 @@ class Bundle:
         return True
 
     def all_serving(self):
-        return all(self.serving(name) for name in ("instance1", "instance2"))
+        return all(self.serving(name) for name in self.instances)
 
     def server_port(self):
         """The TCP port the ZEO server really listens on (it bound port 0).
