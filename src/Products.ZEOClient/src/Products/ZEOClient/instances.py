@@ -73,12 +73,22 @@ def extension(buildout):
 
     defined = set(buildout.keys())
     for name in names:
+        overrides = {}
+        raw = getattr(buildout, "_raw", {}).get(name) if name in defined else None
+        if raw is not None and "<" not in raw and "recipe" not in raw:
+            # Options for an instance, not a section of its own (a local.cfg's
+            # [instance1] with zeo-address only, or instance1:key=value on the
+            # command line): they change the default section.
+            overrides = dict(raw)
+            del buildout._raw[name]
+            defined.discard(name)
         if name in defined:
             buildout[name]
         else:
             buildout[name] = {
                 "<": MACRO,
                 "http-address": f"${{ports:host}}:${{ports:{name}}}",
+                **overrides,
             }
     settings["instance-names"] = " ".join(names)
     settings["instance-addresses"] = " ".join(
