@@ -181,9 +181,9 @@ class BalancerTests(unittest.TestCase):
         if find_haproxy() is None:
             self.skipTest("haproxy is not installed (apt-get install haproxy)")
 
-    def serves_again(self, bundle, instance):
-        """Wait until *instance*, just started, serves on its new port."""
-        before = bundle.log(instance).count("Serving on")
+    def serves_again(self, bundle, instance, before):
+        """Wait until *instance*, started after its log said "Serving on"
+        *before* times, serves on its new port."""
 
         def healthy():
             if bundle.log(instance).count("Serving on") <= before:
@@ -309,8 +309,9 @@ class BalancerTests(unittest.TestCase):
                    lambda: bundle.title("instance2", folder)[:2] == (200, "before"), 30)
         self.assertEqual(bundle.run_script("instance2", "stop").returncode, 0)
         self.addCleanup(self.daemon_again, bundle, "instance2")
+        before = bundle.log("instance2").count("Serving on")
         console = bundle.console("instance2")
-        self.serves_again(bundle, "instance2")
+        self.serves_again(bundle, "instance2", before)
         port = int(bundle.url("instance2").rstrip("/").rpartition(":")[2])
         # A client holds the commit lock: instance2's commit waits in its vote.
         holder = LockHolder(self, bundle, name_of_existing(bundle, folder))
@@ -338,8 +339,9 @@ class BalancerTests(unittest.TestCase):
 
     def daemon_again(self, bundle, instance):
         """Back as a daemon for the other tests, the balancer told its port."""
+        before = bundle.log(instance).count("Serving on")
         bundle.start_instance(instance)
-        self.serves_again(bundle, instance)
+        self.serves_again(bundle, instance, before)
         bundle.haproxy.set_address(instance, bundle.url(instance)[len("http://"):].rstrip("/"))
         wait_until(f"{instance} back in rotation",
                    lambda: self.states().get(instance) == "UP", 30)
