@@ -28,6 +28,15 @@ Stock ZEO 6 behaviour this changes (each point is a test in the bundle):
   flushed every ``cache_flush_interval`` seconds (from ZEO's own loop;
   nothing is written when nothing is pending), and a graceful stop
   closes the cache (``graceful.py``).
+- Once connected, ZEO's synchronous calls have no timeout and its
+  heartbeat only writes: a link that silently stops delivering (a
+  firewall that lost its state, a migrated VM, a dead switch) holds every
+  caller until TCP gives up, about 15 minutes.  Here a watchdog in ZEO's
+  own loop notes when the server last sent anything; after
+  ``read_timeout / 3`` of silence it asks the server something cheap
+  (``lastTransaction``), and after ``read_timeout`` it aborts the
+  connection: the callers get ClientDisconnected (a 503), ``/zeo-health``
+  says disconnected, and ZEO reconnects as after any lost connection.
 - While disconnected ZEO logs two lines a second, and ZODB a traceback
   for every load that cannot reach the server.  Here those lines are
   filtered out and each change of state is logged once.
@@ -72,6 +81,7 @@ def check_zeo_internals():
             ("operational", zeo_client.ClientIO),
             ("verify_result", zeo_client.ClientIO),
             ("setup_delegation", zeo_client.ClientThread),
+            ("register", zeo_client.ClientIO),
         )
         if not hasattr(owner, name)
     ]
@@ -156,13 +166,22 @@ class _ClientThread(zeo_client.ClientThread):
             return await verify(server_tid)
 
         io.verify = verify_guarded
+        register = io.register
+
+        def register_watched(protocol, server_tid):
+            # Before anything else can arrive on this connection.
+            storage._watch(protocol)
+            return register(protocol, server_tid)
+
+        io.register = register_watched
+
 
 
 class ClusterClientStorage(ClientStorage):
     """ClientStorage for an instance of the cluster; see the module doc."""
 
     def __init__(self, addr, startup_wait=3.0, verify_wait=10.0,
-                 cache_flush_interval=2.0, **kw):
+                 cache_flush_interval=2.0, read_timeout=5.0, **kw):
         check_zeo_internals()
         quiet_retry_logging()
         tuning.install()
@@ -179,11 +198,18 @@ class ClusterClientStorage(ClientStorage):
         self.hits = self.misses = 0
         self.disconnects = self.reconnects = 0
         self.state_since = time.time()
+        self.silent_links = 0
+        self._watched = None  # the protocol the watchdog follows
+        self._last_received = time.monotonic()
+        self._ping = None
         kw["wait"] = False
         super().__init__(addr, _client_factory=_ClientThread, **kw)
         self._cache_flush_interval = cache_flush_interval
         if cache_flush_interval:
             self._server.loop.call_soon_threadsafe(self._flush_cache_later)
+        self._read_timeout = read_timeout
+        if read_timeout:
+            self._server.loop.call_soon_threadsafe(self._watchdog_later)
         try:
             self._wait(timeout=startup_wait)
         except ClientDisconnected:
@@ -283,6 +309,61 @@ class ClusterClientStorage(ClientStorage):
             f.flush()
         self._flush_cache_later()
 
+    # -- the link's watchdog (I/O thread) -----------------------------
+
+    def _watch(self, protocol):
+        """Note the time of every message *protocol* receives."""
+        sm_protocol = getattr(protocol, "sm_protocol", None)
+        receive = getattr(sm_protocol, "receive", None)
+        if receive is None:
+            logger.error("cannot watch the connection: ZEO's protocol has changed")
+            return
+
+        def received(message):
+            self._last_received = time.monotonic()
+            return receive(message)
+
+        sm_protocol.set_receive(received)
+        self._watched = protocol
+        self._last_received = time.monotonic()
+        self._ping = None
+
+    def _watchdog_later(self):
+        self._server.loop.call_later(min(1.0, self._read_timeout / 4), self._watchdog)
+
+    def _watchdog(self):
+        if self._server.loop.is_closed():
+            return
+        protocol = self._io().protocol
+        if protocol is not None and protocol is self._watched:
+            silent = time.monotonic() - self._last_received
+            if silent >= self._read_timeout:
+                self.silent_links += 1
+                logger.warning(
+                    "%s: nothing from the ZEO server at %s for %.1fs (read-timeout): "
+                    "closing the connection",
+                    self.__name__,
+                    self._server_addr,
+                    silent,
+                )
+                self._event(f"link silent for {silent:.1f}s: closed")
+                self._watched = None
+                self._abort(protocol)
+            elif silent >= self._read_timeout / 3 and (self._ping is None or self._ping.done()):
+                self._ping = protocol.server_call("lastTransaction")
+                # Its outcome does not matter, only that something arrives.
+                self._ping.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._watchdog_later()
+
+    def _abort(self, protocol):
+        # ZEO's protocol hands its transport to a sized-message protocol
+        # (ZEO.asyncio.base); aborting it makes ZEO reconnect.
+        transport = getattr(getattr(protocol, "sm_protocol", None), "transport", None)
+        if transport is not None:
+            transport.abort()
+        else:
+            logger.error("cannot drop the connection: ZEO's protocol has changed")
+
     # -- reads ---------------------------------------------------------
 
     def loadBefore(self, oid, tid):
@@ -325,14 +406,8 @@ class ClusterClientStorage(ClientStorage):
         io = self._io()
 
         def abort():
-            # ZEO's protocol hands its transport to a sized-message
-            # protocol (ZEO.asyncio.base); abort that transport.
-            sm_protocol = getattr(io.protocol, "sm_protocol", None)
-            transport = getattr(sm_protocol, "transport", None)
-            if transport is not None:
-                transport.abort()
-            elif io.protocol is not None:
-                logger.error("cannot drop the connection: ZEO's protocol has changed")
+            if io.protocol is not None:
+                self._abort(io.protocol)
 
         self._server.loop.call_soon_threadsafe(abort)
 

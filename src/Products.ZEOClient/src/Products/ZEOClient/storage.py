@@ -81,6 +81,7 @@ class ZEOClusterClient(BaseConfig):
             startup_wait=self.config.startup_wait,
             verify_wait=self.config.verify_wait,
             cache_flush_interval=self.config.cache_flush_interval,
+            read_timeout=self.config.read_timeout,
             wait_timeout=self.config.wait_timeout,
             blob_dir=zeo.blob_dir,
             shared_blob_dir=zeo.shared_blob_dir,

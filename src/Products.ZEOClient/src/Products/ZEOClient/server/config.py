@@ -31,6 +31,7 @@ class Hardened(BaseConfig):
         protocol.install(
             encodings=self.config.encodings or None,
             max_frame_size=self.config.max_frame_size,
+            idle_timeout=self.config.idle_timeout,
         )
         tuning.exit_between_callbacks()
         if self.config.tuning:

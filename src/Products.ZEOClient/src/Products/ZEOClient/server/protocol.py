@@ -10,6 +10,7 @@ if ZEO has moved them, the server refuses to start, loudly.
 import io
 import logging
 import struct
+import time
 
 import ZEO.asyncio.marshal
 import ZEO.asyncio.server
@@ -33,6 +34,8 @@ ALLOWED_GLOBALS = frozenset(
 
 ENCODINGS = {"pickle": b"Z", "msgpack": b"M"}
 DEFAULT_MAX_FRAME = 64 * 1024 * 1024
+# Longer than two of ZEO's client heartbeats (60 s each).
+DEFAULT_IDLE_TIMEOUT = 150
 
 
 class RefusedMessage(Exception):
@@ -117,6 +120,11 @@ class HardenedServerProtocol(ZEO.asyncio.server.ServerProtocol):
     #: server offers (ZEO's clients always answer with that one).
     encodings = None
     max_frame_size = DEFAULT_MAX_FRAME
+    #: Seconds a connection may deliver nothing before it is closed (its
+    #: transaction aborted, the commit lock freed); 0: never.  ZEO's own
+    #: clients send a heartbeat every 60 s, the bundle's ask something
+    #: every read-timeout / 3 when idle.
+    idle_timeout = DEFAULT_IDLE_TIMEOUT
 
     def refuse(self, why):
         logger.error("refused connection from %s: %s; closing it", self.addr, why)
@@ -140,9 +148,14 @@ class HardenedServerProtocol(ZEO.asyncio.server.ServerProtocol):
         receive = self.data_received
         guard = FrameGuard(self.max_frame_size)
 
+        self.last_received = time.monotonic()
+        if self.idle_timeout:
+            self._idle_check_later()
+
         def data_received(data):
             if self.closed:
                 return
+            self.last_received = time.monotonic()
             too_big = guard.feed(data)
             if too_big is not None:
                 return self.refuse(
@@ -152,6 +165,20 @@ class HardenedServerProtocol(ZEO.asyncio.server.ServerProtocol):
             receive(data)
 
         self.data_received = data_received
+
+    def _idle_check_later(self):
+        self.loop.call_later(min(5.0, self.idle_timeout / 4), self._idle_check)
+
+    def _idle_check(self):
+        if self.closed:
+            return
+        silent = time.monotonic() - self.last_received
+        if silent >= self.idle_timeout:
+            # A client host that vanished (powered off, cut off by a
+            # firewall): nothing will ever arrive, and TCP may take a
+            # quarter of an hour to say so.
+            return self.refuse(f"nothing received for {silent:.0f}s (idle-timeout)")
+        self._idle_check_later()
 
     def finish_connection(self, protocol_version):
         accepted = self.encodings or {self.announce_protocol[:1]}
@@ -181,9 +208,11 @@ class HardenedServerProtocol(ZEO.asyncio.server.ServerProtocol):
         self.decode = checked_decode
 
 
-def install(encodings=None, max_frame_size=DEFAULT_MAX_FRAME):
+def install(encodings=None, max_frame_size=DEFAULT_MAX_FRAME,
+            idle_timeout=DEFAULT_IDLE_TIMEOUT):
     """Make the server use HardenedServerProtocol for new connections."""
     check_hook_points()
+    HardenedServerProtocol.idle_timeout = idle_timeout
     HardenedServerProtocol.encodings = (
         frozenset(ENCODINGS[e] for e in encodings) if encodings else None
     )
@@ -191,8 +220,9 @@ def install(encodings=None, max_frame_size=DEFAULT_MAX_FRAME):
     ZEO.asyncio.server.ServerProtocol = HardenedServerProtocol
     logger.info(
         "hardened ZEO protocol: encodings %s, max frame %d bytes, "
-        "%d allowed globals",
+        "idle timeout %ss, %d allowed globals",
         ", ".join(encodings) if encodings else "the one offered",
         max_frame_size,
+        idle_timeout,
         len(ALLOWED_GLOBALS),
     )
