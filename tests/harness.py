@@ -532,7 +532,13 @@ import os, sys, ZEO, ZODB, transaction
 address = os.environ["ZEO_ADDRESS"]
 if not address.startswith("/"):
     host, port = address.rsplit(":", 1); address = (host, int(port))
-db = ZODB.DB(ZEO.client(address, wait_timeout=30))
+kw = {{}}
+if os.environ.get("ZEO_CA"):  # TLS with a client certificate
+    import ssl
+    context = ssl.create_default_context(cafile=os.environ["ZEO_CA"])
+    context.load_cert_chain(os.environ["ZEO_CERT"], os.environ["ZEO_KEY"])
+    kw = dict(ssl=context, ssl_server_hostname="127.0.0.1")
+db = ZODB.DB(ZEO.client(address, wait_timeout=30, **kw))
 tm = transaction.TransactionManager()
 conn = db.open(tm)
 conn.root()["Application"][os.environ["FOLDER"]].title = "changed by the lock holder"
@@ -559,14 +565,15 @@ class LockHolder:
     for a line is bounded in time.
     """
 
-    def __init__(self, test, bundle, folder):
+    def __init__(self, test, bundle, folder, address=None, env=()):
         self.process = subprocess.Popen(
             [ZOPEPY, "-c", LOCK_HOLDER],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env=dict(os.environ, ZEO_ADDRESS=bundle.client_address(), FOLDER=folder),
+            env=dict(os.environ, ZEO_ADDRESS=address or bundle.client_address(),
+                     FOLDER=folder, **dict(env)),
             start_new_session=True,
         )
         test.addCleanup(self.stop)

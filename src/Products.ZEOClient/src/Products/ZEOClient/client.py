@@ -181,7 +181,7 @@ class ClusterClientStorage(ClientStorage):
     """ClientStorage for an instance of the cluster; see the module doc."""
 
     def __init__(self, addr, startup_wait=3.0, verify_wait=10.0,
-                 cache_flush_interval=2.0, read_timeout=5.0, **kw):
+                 cache_flush_interval=2.0, read_timeout=4.0, **kw):
         check_zeo_internals()
         quiet_retry_logging()
         tuning.install()
@@ -329,7 +329,7 @@ class ClusterClientStorage(ClientStorage):
         self._ping = None
 
     def _watchdog_later(self):
-        self._server.loop.call_later(min(1.0, self._read_timeout / 4), self._watchdog)
+        self._server.loop.call_later(min(0.5, self._read_timeout / 8), self._watchdog)
 
     def _watchdog(self):
         if self._server.loop.is_closed():
@@ -412,6 +412,17 @@ class ClusterClientStorage(ClientStorage):
         self._server.loop.call_soon_threadsafe(abort)
 
     # -- the commit ----------------------------------------------------
+
+    def tpc_abort(self, txn, timeout=None):
+        # ZEO waits up to wait-timeout here while disconnected, in the hope
+        # of reconnecting so that the transaction can be retried.  Nothing
+        # retries here (wsgi.py: no retry for ClientDisconnected), and a
+        # server that lost the connection aborted the transaction itself:
+        # the wait only holds the next commit of this client (ZEO runs one
+        # at a time), each one wait-timeout longer than the last.
+        if timeout is None and not self.is_connected():
+            timeout = 0
+        return super().tpc_abort(txn, timeout=timeout)
 
     def tpc_finish(self, txn, *args, **kw):
         try:

@@ -8,6 +8,11 @@ loop's thread) whose thunk calls ``ThreadedAsync.loop_started``: the
 callbacks therefore run inside the loop once it polls, with the listening
 sockets already accepting connections.
 
+``/zeo-health`` is answered in the loop's own thread, not by one of the
+worker threads: when every worker waits for the database server (a link
+that died silently, before the storage notices), a load balancer's check
+still gets its answer at once instead of queueing behind them.
+
 It runs that loop through ``graceful.GracefulLoop``: SIGTERM and SIGINT
 drain the instance, finish the requests in flight and close the database
 instead of ending the process on the spot.  Its two settings are options
@@ -23,13 +28,33 @@ from waitress.trigger import trigger
 
 from . import ThreadedAsync
 from .graceful import GracefulLoop
+from .wsgi import HEALTH_PATH
 
 logger = logging.getLogger(__name__)
+
+
+def health_in_the_loop(dispatcher):
+    """Make *dispatcher* serve ``/zeo-health`` requests in the calling
+    (the loop's) thread; everything else goes to its workers."""
+    add_task = dispatcher.add_task
+
+    def add(channel):
+        requests = getattr(channel, "requests", ())
+        if len(requests) == 1 and requests[0].path == HEALTH_PATH and not requests[0].error:
+            # The filter answers it from memory (wsgi.health): no database.
+            # Not right here: the channel holds its requests lock while it
+            # adds a task; the trigger runs it in the loop's next turn.
+            channel.server.trigger.pull_trigger(channel.service)
+        else:
+            add_task(channel)
+
+    dispatcher.add_task = add
 
 
 def create_server(app, **kw):
     """A waitress server that announces the start of its loop."""
     server = waitress.create_server(app, **kw)
+    health_in_the_loop(server.task_dispatcher)
     if isinstance(server, MultiSocketServer):
         # Several listening sockets share one map; add a trigger to it.
         announce = trigger(server.map)

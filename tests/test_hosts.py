@@ -1,0 +1,230 @@
+"""Clients on other hosts: links that fail silently, slow links, TLS.
+
+The server listens on TCP with TLS and client certificates; each
+instance reaches it through its own ``NetProxy`` on 127.0.0.1, which
+plays the network between that instance's host and the server's: it can
+drop everything while keeping the sockets open (a blackhole), add
+latency, or limit the bandwidth.  Nothing but 127.0.0.1 is ever used.
+"""
+
+import json
+import os
+import threading
+import time
+import unittest
+import uuid
+
+from . import certificates
+from .harness import CHECKOUT
+from .harness import LockHolder
+from .harness import wait_until
+from .layers import bundle_layer
+from .netproxy import NetProxy
+
+READ_TIMEOUT = 4.0  # the bundle's default
+WAIT_TIMEOUT = 1.5
+SERVER_IDLE_TIMEOUT = 6  # this layer's; the bundle's default is 150 s
+INSTANCES = ("instance1", "instance2")
+
+
+def name():
+    return "h" + uuid.uuid4().hex[:12]
+
+
+def record(name, figures):
+    folder = os.path.join(CHECKOUT, "var", "test-figures")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, name + ".json"), "w") as f:
+        json.dump(figures, f, indent=2)
+
+
+def tls(certs):
+    return (
+        "\n[zeo]\n"
+        "server-ssl =\n"
+        "    <ssl>\n"
+        f"      certificate {certs['server.pem']}\n"
+        f"      key {certs['server.key']}\n"
+        f"      authenticate {certs['ca.pem']}\n"
+        "    </ssl>\n"
+        "client-ssl =\n"
+        "    <ssl>\n"
+        f"      certificate {certs['client.pem']}\n"
+        f"      key {certs['client.key']}\n"
+        f"      authenticate {certs['ca.pem']}\n"
+        "      server-hostname 127.0.0.1\n"
+        "    </ssl>\n"
+    )
+
+
+def prepare(bundle):
+    certs = certificates.make(os.path.join(bundle.directory, "certs"))
+    extra = tls(certs)
+    settings = {"zeo:address": "127.0.0.1:0", "zeo:idle-timeout": str(SERVER_IDLE_TIMEOUT)}
+    bundle.build(extra=extra, **settings)
+    bundle.start_server()
+    port = wait_until("the server's TCP port", bundle.server_port, 60)
+    bundle.server_address = ("127.0.0.1", port)
+    bundle.links = {n: NetProxy(bundle.server_address) for n in INSTANCES}
+    for link in bundle.links.values():
+        bundle.on_cleanup(link.close)
+    settings["zeo:client-address"] = f"127.0.0.1:{port}"
+    for instance, link in bundle.links.items():
+        settings[f"{instance}:zeo-address"] = f"127.0.0.1:{link.port}"
+    bundle.build(extra=extra, **settings)
+    bundle.start()
+    bundle.certs = certs
+
+
+HostsLayer = bundle_layer(
+    "HostsLayer",
+    "The server on TCP with TLS; each instance behind a link of its own.",
+    prepare,
+)
+
+
+def health(bundle, instance):
+    try:
+        return bundle.http(instance, "GET", "/zeo-health", auth=False, timeout=5).text.strip()
+    except OSError as e:
+        return type(e).__name__
+
+
+class HostsTests(unittest.TestCase):
+
+    layer = HostsLayer
+
+    @property
+    def bundle(self):
+        return self.layer.bundle
+
+    def setUp(self):
+        for link in self.bundle.links.values():
+            link.heal()
+            link.latency = 0.0
+            link.rate = None
+        self.bundle.wait_connected(" (links healed)")
+
+    def write(self, instance, folder, title, timeout=60):
+        return self.bundle.http(
+            instance, "POST", f"/{folder}/manage_changeProperties", data={"title": title},
+            timeout=timeout,
+        )
+
+    def test_a_blackholed_link_fails_fast_and_heals_without_stale_pages(self):
+        bundle = self.bundle
+        folder = name()
+        self.assertEqual(bundle.add_folder("instance2", folder, "old").status, 200)
+        wait_until("instance1 to read it",
+                   lambda: bundle.title("instance1", folder)[:2] == (200, "old"), 30)
+
+        cut = time.monotonic()
+        bundle.links["instance1"].blackhole()
+        # Requests that need the server, while instance1 does not know yet.
+        answers = []
+
+        def write_through_instance1(n):
+            started = time.monotonic()
+            answer = self.write("instance1", folder, f"lost {n}", timeout=120)
+            answers.append((answer.status, time.monotonic() - started, answer.text))
+
+        writers = [threading.Thread(target=write_through_instance1, args=(n,))
+                   for n in range(6)]
+        for writer in writers:  # more than instance1's 4 worker threads
+            writer.start()
+        wait_until("instance1 to say it is disconnected",
+                   lambda: health(bundle, "instance1") == "disconnected", 30, 0.05)
+        detected = time.monotonic() - cut
+        for writer in writers:
+            writer.join(120)
+        # The other host goes on writing meanwhile.
+        self.assertEqual(self.write("instance2", folder, "new").status, 200)
+        # Cached pages are still served, marked.
+        self.assertEqual(bundle.title("instance1", folder), (200, "old", "disconnected"))
+
+        healed = time.monotonic()
+        bundle.links["instance1"].heal()
+        wait_until("instance1 reconnected and verified",
+                   lambda: health(bundle, "instance1") == "ok", 60, 0.05)
+        reconnected = time.monotonic() - healed
+        self.assertEqual(bundle.title("instance1", folder), (200, "new", None))
+
+        statuses = sorted(a[0] for a in answers)
+        slowest = max(a[1] for a in answers)
+        record("blackhole", {
+            "disconnected after s": round(detected, 2),
+            "503s": statuses.count(503),
+            "slowest failed request s": round(slowest, 2),
+            "reconnected and verified after heal s": round(reconnected, 2),
+            "failed requests s": sorted(round(a[1], 2) for a in answers),
+            "instance1 log": [line[11:200] for line in bundle.log("instance1").splitlines()
+                              if "503 for" in line or "ZEO server" in line][-12:],
+        })
+        self.assertEqual(statuses, [503] * 6, answers)
+        self.assertIn("Nothing was saved", answers[0][2])
+        self.assertIn("read-timeout", bundle.log("instance1"))
+        # The targets: 503 within wait-timeout + read-timeout (6.5 s),
+        # /zeo-health within 5 s, back within 3 s.  Loose bounds for a
+        # busy box; the figures above are the measurement.
+        self.assertLess(slowest, 3 * (WAIT_TIMEOUT + READ_TIMEOUT))
+        self.assertLess(detected, 3 * READ_TIMEOUT)
+        self.assertLess(reconnected, 15)
+
+    def test_the_server_frees_what_a_vanished_client_held(self):
+        bundle = self.bundle
+        folder, held = name(), name()
+        for f in (folder, held):
+            self.assertEqual(bundle.add_folder("instance2", f, "before").status, 200)
+        link = NetProxy(bundle.server_address)
+        self.addCleanup(link.close)
+        holder = LockHolder(self, bundle, held, address=f"127.0.0.1:{link.port}",
+                            env={"ZEO_CA": bundle.certs["ca.pem"],
+                                 "ZEO_CERT": bundle.certs["client.pem"],
+                                 "ZEO_KEY": bundle.certs["client.key"]})
+        holder.wait_for("VOTED")
+        vanished = time.monotonic()
+        link.blackhole()  # the client's host is gone: nothing more arrives
+        answer = self.write("instance2", folder, "after", timeout=120)
+        freed = time.monotonic() - vanished
+        self.assertEqual(answer.status, 200, answer.text[:300])
+        self.assertIn("idle-timeout", bundle.log("zeoserver"))
+        record("vanished-client", {"commit lock freed after s": round(freed, 1),
+                                   "server idle-timeout s": SERVER_IDLE_TIMEOUT})
+        self.assertLess(freed, SERVER_IDLE_TIMEOUT + 20)
+        self.assertEqual(bundle.title("instance1", held)[:2], (200, "before"))
+
+    def test_slow_links_work_and_survive_a_server_restart(self):
+        bundle = self.bundle
+        figures = {}
+        for latency in (0.02, 0.1):
+            for link in bundle.links.values():
+                link.latency = latency
+            folder = name()
+            started = time.monotonic()
+            self.assertEqual(bundle.add_folder("instance1", folder, "slow").status, 200)
+            figures[f"add a folder at {latency * 1000:.0f} ms s"] = round(
+                time.monotonic() - started, 2)
+            wait_until("instance2 to read it",
+                       lambda: bundle.title("instance2", folder)[:2] == (200, "slow"), 60)
+        # Server restart behind 100 ms links: nothing acknowledged is lost.
+        acknowledged = []
+        for n in range(5):
+            folder = name()
+            if bundle.add_folder("instance1", folder, f"kept {n}").status == 200:
+                acknowledged.append(folder)
+        pid = bundle.read("var", "zeoserver.pid").strip()
+        self.assertEqual(bundle.run_script("zeoserver", "restart").returncode, 0)
+        started = time.monotonic()
+        # The server bound port 0 again: the links follow it, as a DNS
+        # name or a fixed port would in real life.
+        wait_until("the new server process", lambda: bundle.read(
+            "var", "zeoserver.pid").strip() != pid and bundle.server_port(), 60)
+        bundle.server_address = ("127.0.0.1", bundle.server_port())
+        for link in bundle.links.values():
+            link.target = bundle.server_address
+        bundle.wait_connected(" after the server restart", timeout=120)
+        figures["reconnected after the restart s"] = round(time.monotonic() - started, 2)
+        for n, folder in enumerate(acknowledged):
+            self.assertEqual(bundle.title("instance2", folder)[:2], (200, f"kept {n}"))
+        self.assertEqual(len(acknowledged), 5)
+        record("slow-links", figures)
