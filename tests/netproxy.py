@@ -12,13 +12,22 @@ and the ZEO server.  What it can do to the link, at any time:
 
 Each direction of each connection is a receiving thread and a sending
 thread joined by a queue of (time received, bytes); all of them are
-daemon threads, bounded by ``close()``.
+daemon threads, bounded by ``close()``.  The queue holds at most
+``WINDOW`` bytes: past that the receiving thread stops reading, so a
+slow or dead link pushes back on the sender as a real one does (its
+socket buffers fill) instead of swallowing everything at once.
 """
 
 import collections
 import socket
 import threading
 import time
+
+WINDOW = 256 * 1024  # bytes in flight per direction
+
+
+class _Queue(collections.deque):
+    size = 0  # bytes queued
 
 
 class NetProxy:
@@ -61,16 +70,20 @@ class NetProxy:
             with self._changed:
                 self._sockets += [conn, upstream]
             for a, b in ((conn, upstream), (upstream, conn)):
-                queue = collections.deque()
+                queue = _Queue()
                 threading.Thread(target=self._receive, args=(a, b, queue), daemon=True).start()
                 threading.Thread(target=self._send, args=(b, a, queue), daemon=True).start()
 
     def _receive(self, source, sink, queue):
         try:
             while not self._closed:
+                with self._changed:
+                    while queue.size > WINDOW and not self._closed:
+                        self._changed.wait(0.2)
                 data = source.recv(65536)
                 with self._changed:
                     queue.append((time.monotonic(), data))
+                    queue.size += len(data)
                     self._changed.notify_all()
                 if not data:
                     return
@@ -88,6 +101,8 @@ class NetProxy:
                     if self._closed:
                         return
                     received, data = queue.popleft()
+                    queue.size -= len(data)
+                    self._changed.notify_all()
                 if not data:
                     sink.shutdown(socket.SHUT_WR)
                     return

@@ -7,6 +7,7 @@ drop everything while keeping the sockets open (a blackhole), add
 latency, or limit the bandwidth.  Nothing but 127.0.0.1 is ever used.
 """
 
+import hashlib
 import json
 import os
 import threading
@@ -88,6 +89,35 @@ def health(bundle, instance):
         return bundle.http(instance, "GET", "/zeo-health", auth=False, timeout=5).text.strip()
     except OSError as e:
         return type(e).__name__
+
+
+# A client host without the server's blob folder: ZEO's own blob transfer,
+# through the bundle's client storage (its watchdog on), over a link of
+# limited bandwidth.  WHAT is "store" or "load"; prints the blob's digest.
+BLOB_CLIENT = """
+import hashlib, os, ssl, sys, transaction, ZODB
+from ZODB.blob import Blob
+from Products.ZEOClient.client import ClusterClientStorage
+context = ssl.create_default_context(cafile=os.environ["ZEO_CA"])
+context.load_cert_chain(os.environ["ZEO_CERT"], os.environ["ZEO_KEY"])
+storage = ClusterClientStorage(
+    [("127.0.0.1", int(os.environ["PORT"]))], ssl=context,
+    ssl_server_hostname="127.0.0.1", blob_dir=os.environ["BLOB_CACHE"],
+    shared_blob_dir=False, blob_cache_size=100 * 1024 * 1024, wait_timeout=30,
+)
+db = ZODB.DB(storage)
+with db.transaction() as conn:
+    if os.environ["WHAT"] == "store":
+        blob = Blob()
+        with blob.open("w") as f:
+            for n in range(20):
+                f.write(bytes([n]) * (1024 * 1024))
+        conn.root()["big blob"] = blob
+    with conn.root()["big blob"].open() as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+print(digest, storage.silent_links)
+db.close()
+"""
 
 
 class HostsTests(unittest.TestCase):
@@ -192,6 +222,28 @@ class HostsTests(unittest.TestCase):
                                    "server idle-timeout s": SERVER_IDLE_TIMEOUT})
         self.assertLess(freed, SERVER_IDLE_TIMEOUT + 20)
         self.assertEqual(bundle.title("instance1", held)[:2], (200, "before"))
+
+    def test_a_20mb_blob_over_limited_links_without_a_shared_blob_dir(self):
+        bundle = self.bundle
+        expected = hashlib.sha256(b"".join(bytes([n]) * (1024 * 1024)
+                                           for n in range(20))).hexdigest()
+        figures = {}
+        for what in ("store", "load"):
+            link = NetProxy(bundle.server_address, rate=2 * 1024 * 1024, latency=0.02)
+            self.addCleanup(link.close)
+            cache = os.path.join(bundle.directory, f"blobcache-{what}")
+            started = time.monotonic()
+            output = bundle.python(BLOB_CLIENT, WHAT=what, PORT=str(link.port),
+                                   BLOB_CACHE=cache, ZEO_CA=bundle.certs["ca.pem"],
+                                   ZEO_CERT=bundle.certs["client.pem"],
+                                   ZEO_KEY=bundle.certs["client.key"])
+            figures[f"{what} s"] = round(time.monotonic() - started, 1)
+            digest, silent_links = output.split()
+            self.assertEqual(digest, expected, what)
+            # The watchdog did not mistake a slow transfer for a dead link.
+            self.assertEqual(silent_links, "0", what)
+        figures["link"] = "2 MB/s, 20 ms each way"
+        record("blob-over-slow-link", figures)
 
     def test_slow_links_work_and_survive_a_server_restart(self):
         bundle = self.bundle

@@ -59,6 +59,7 @@ from ZEO.asyncio import client as zeo_client
 from ZEO.ClientStorage import ClientStorage
 from ZEO.Exceptions import ClientDisconnected
 
+from . import tcpinfo
 from . import tuning
 
 logger = logging.getLogger(__name__)
@@ -202,6 +203,7 @@ class ClusterClientStorage(ClientStorage):
         self._watched = None  # the protocol the watchdog follows
         self._last_received = time.monotonic()
         self._ping = None
+        self._sending = tcpinfo.Progress()
         kw["wait"] = False
         super().__init__(addr, _client_factory=_ClientThread, **kw)
         self._cache_flush_interval = cache_flush_interval
@@ -336,6 +338,11 @@ class ClusterClientStorage(ClientStorage):
             return
         protocol = self._io().protocol
         if protocol is not None and protocol is self._watched:
+            if self._sending(self._transport(protocol)):
+                # A large store on a slow link: the server answers only
+                # once it has it all, but it acknowledges what arrives
+                # (tcpinfo.py); a dead link acknowledges nothing.
+                self._last_received = time.monotonic()
             silent = time.monotonic() - self._last_received
             if silent >= self._read_timeout:
                 self.silent_links += 1
@@ -355,10 +362,15 @@ class ClusterClientStorage(ClientStorage):
                 self._ping.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._watchdog_later()
 
-    def _abort(self, protocol):
+    @staticmethod
+    def _transport(protocol):
         # ZEO's protocol hands its transport to a sized-message protocol
-        # (ZEO.asyncio.base); aborting it makes ZEO reconnect.
-        transport = getattr(getattr(protocol, "sm_protocol", None), "transport", None)
+        # (ZEO.asyncio.base).
+        return getattr(getattr(protocol, "sm_protocol", None), "transport", None)
+
+    def _abort(self, protocol):
+        # Aborting the transport makes ZEO reconnect.
+        transport = self._transport(protocol)
         if transport is not None:
             transport.abort()
         else:

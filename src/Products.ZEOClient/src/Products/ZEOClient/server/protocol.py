@@ -15,6 +15,8 @@ import time
 import ZEO.asyncio.marshal
 import ZEO.asyncio.server
 
+from .. import tcpinfo
+
 logger = logging.getLogger(__name__)
 
 # Exactly what legitimate clients put in pickled protocol messages.
@@ -149,6 +151,7 @@ class HardenedServerProtocol(ZEO.asyncio.server.ServerProtocol):
         guard = FrameGuard(self.max_frame_size)
 
         self.last_received = time.monotonic()
+        self._sending = tcpinfo.Progress()
         if self.idle_timeout:
             self._idle_check_later()
 
@@ -172,6 +175,10 @@ class HardenedServerProtocol(ZEO.asyncio.server.ServerProtocol):
     def _idle_check(self):
         if self.closed:
             return
+        transport = getattr(getattr(self, "sm_protocol", None), "transport", None)
+        if self._sending(transport):
+            # A long answer to a slow client is arriving there: it is alive.
+            self.last_received = time.monotonic()
         silent = time.monotonic() - self.last_received
         if silent >= self.idle_timeout:
             # A client host that vanished (powered off, cut off by a
