@@ -45,6 +45,7 @@ from ZODB.utils import maxtid  # noqa: E402
 from Products.ZEOClient import retry  # noqa: E402
 from Products.ZEOClient import tuning  # noqa: E402
 from Products.ZEOClient.client import ClusterClientStorage  # noqa: E402
+from Products.ZEOClient.prefetch import prefetch  # noqa: E402
 from tests.harness import Bundle  # noqa: E402
 from tests.harness import wait_until  # noqa: E402
 
@@ -246,6 +247,94 @@ def host_wakeups(n):
     thread.join(30)
     return {"process_round_trip_us": processes * 1e6,
             "thread_round_trip_us": statistics.median(times) * 1e6}
+
+
+PAGE_ITEMS = 20
+
+
+def slow_links(address, rounds, latencies=(0.0, 0.02, 0.1)):
+    """A 1-object commit and a cold "page view" over links with added
+    latency (tests/netproxy.py on 127.0.0.1, each way).
+
+    The page view is what a folder listing does at the ZODB level: the
+    folder, then each of its PAGE_ITEMS items, from a cold client cache;
+    its round trips are the server loads it waits for one after the
+    other.  With ``Products.ZEOClient.prefetch`` (ZEO's prefetch) the
+    items' loads go out together once the folder is loaded: one round
+    trip for all of them.
+    """
+    from tests.netproxy import NetProxy
+
+    rows = []
+    for latency in latencies:
+        link = NetProxy(address, latency=latency)
+        storage = client(("127.0.0.1", link.port))
+        db = ZODB.DB(storage)
+        try:
+            conn = db.open()
+            root = conn.root()
+            root["page"] = PersistentMapping(
+                (i, PersistentMapping(title=f"item {i}")) for i in range(PAGE_ITEMS)
+            )
+            transaction.commit()
+            commits, views, prefetched, trips = [], [], [], []
+            for _ in range(rounds):
+                root["page"][0]["title"] = str(random.random())
+                began = time.perf_counter()
+                transaction.commit()
+                commits.append(time.perf_counter() - began)
+                for use_prefetch, times in ((False, views), (True, prefetched)):
+                    storage._cache.clear()
+                    conn.cacheMinimize()
+                    misses = storage.misses
+                    began = time.perf_counter()
+                    page = conn.root()["page"]
+                    items = list(page.values())  # ghosts: no load yet
+                    if use_prefetch:
+                        prefetch(items)
+                    titles = [item["title"] for item in items]
+                    times.append(time.perf_counter() - began)
+                    assert len(titles) == PAGE_ITEMS
+                    if not use_prefetch:
+                        trips.append(storage.misses - misses)
+            rows.append({
+                "latency_ms": latency * 1000,
+                "commit_ms": statistics.median(commits) * 1000,
+                "page_view_ms": statistics.median(views) * 1000,
+                "page_view_prefetch_ms": statistics.median(prefetched) * 1000,
+                "page_view_round_trips": statistics.median(trips),
+            })
+        finally:
+            db.close()
+            link.close()
+    return rows
+
+
+def cache_flush_cost(address, records=100):
+    """What the instances' periodic cache flush (client.py, every 2 s)
+    costs: one flush after *records* fresh records, and an idle one."""
+    storage = client(address)
+    db = ZODB.DB(storage)
+    try:
+        conn = db.open()
+        conn.root()["flush"] = PersistentMapping(
+            (i, PersistentMapping(v=i)) for i in range(records))
+        transaction.commit()
+        cache = storage._cache
+        cache.clear()
+        conn.cacheMinimize()
+        [item["v"] for item in conn.root()["flush"].values()]
+        began = time.perf_counter()
+        with cache._lock:
+            cache.f.flush()
+        busy = time.perf_counter() - began
+        began = time.perf_counter()
+        with cache._lock:
+            cache.f.flush()
+        idle = time.perf_counter() - began
+        return {"records": records, "flush_us": busy * 1e6, "idle_flush_us": idle * 1e6}
+    finally:
+        db.close()
 
 
 def writer(address, key, seconds, shared, results, think=0.0):
@@ -552,6 +641,9 @@ def main(argv=None):
         results["load"] = load_latency(fs, zeo_unix, rounds, per_round * 50)
         results["guard"] = guard_cost(zeo_unix, 20 if quick else 200)
         results["host"] = host_wakeups(300 if quick else 3000)
+        results["slow_links"] = slow_links(
+            tcp_address, 2 if quick else 10, (0.0, 0.02) if quick else (0.0, 0.02, 0.1))
+        results["cache_flush"] = cache_flush_cost(unix_address)
         for target in targets:
             target.close()
         targets = []
@@ -631,6 +723,15 @@ def report(r):
             fair = "" if row["min_commits_per_writer_per_s"] >= 1 else "  UNFAIR (<1/s)"
             print(f"  K={row['writers']} {how}: {row['tx_per_s']:7.1f} tx/s, {retries}, "
                   f"per writer {row['commits_per_writer']}, lost updates {row['lost_updates']}{fair}")
+    print(f"\nOver a slow link (TCP through a proxy adding latency each way; a page "
+          f"view = a folder and its {PAGE_ITEMS} items, cold cache)")
+    for row in r["slow_links"]:
+        print(f"  +{row['latency_ms']:5.0f} ms: commit {row['commit_ms']:7.1f} ms, page view "
+              f"{row['page_view_ms']:7.1f} ms ({row['page_view_round_trips']:.0f} round trips), "
+              f"with prefetch {row['page_view_prefetch_ms']:7.1f} ms")
+    f = r["cache_flush"]
+    print(f"\nPersistent cache flush (every 2 s): {f['flush_us']:.0f} us after "
+          f"{f['records']} new records, {f['idle_flush_us']:.1f} us with nothing new")
     print("\nHTTP GET of a page template, 8 connections")
     for label, row in r["http"].items():
         print(f"  {label:15} {row['requests_per_s']:7.1f} req/s  p50 {row['p50_ms']:.1f} ms"

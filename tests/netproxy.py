@@ -67,6 +67,8 @@ class NetProxy:
             except OSError:
                 conn.close()
                 continue
+            for s in (conn, upstream):  # no Nagle: latency is ours to add
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._changed:
                 self._sockets += [conn, upstream]
             for a, b in ((conn, upstream), (upstream, conn)):

@@ -59,4 +59,9 @@ class BenchTests(unittest.TestCase):
         for row in results["http"].values():
             self.assertEqual(row["errors"], 0, row)
             self.assertGreater(row["requests"], 0, row)
+        for row in results["slow_links"]:
+            self.assertGreaterEqual(row["page_view_round_trips"], 20, row)
+            self.assertGreater(row["commit_ms"], 0, row)
+        self.assertGreater(results["cache_flush"]["flush_us"], 0)
+        self.assertIn("Over a slow link", result.stdout)
         self.assertIn("Commit latency", result.stdout)
