@@ -120,6 +120,9 @@ db.close()
 """
 
 
+from .test_tls import PROBE  # noqa: E402
+
+
 class HostsTests(unittest.TestCase):
 
     layer = HostsLayer
@@ -244,6 +247,26 @@ class HostsTests(unittest.TestCase):
             self.assertEqual(silent_links, "0", what)
         figures["link"] = "2 MB/s, 20 ms each way"
         record("blob-over-slow-link", figures)
+
+    def test_a_host_without_a_certificate_of_the_ca_is_refused(self):
+        bundle = self.bundle
+        link = NetProxy(bundle.server_address)
+        self.addCleanup(link.close)
+        other = certificates.make(os.path.join(bundle.directory, "other-ca"))
+        probes = {
+            "plain TCP": {},
+            "no certificate": {"CA": bundle.certs["ca.pem"]},
+            "another CA's certificate": {"CA": bundle.certs["ca.pem"],
+                                         "CERT": other["client.pem"], "KEY": other["client.key"]},
+            "the bundle's certificate": {"CA": bundle.certs["ca.pem"],
+                                         "CERT": bundle.certs["client.pem"],
+                                         "KEY": bundle.certs["client.key"]},
+        }
+        answers = {what: bundle.python(PROBE, PORT=str(link.port), **env).split()[0]
+                   for what, env in probes.items()}
+        self.assertEqual(answers, {"plain TCP": "refused", "no certificate": "refused",
+                                   "another CA's certificate": "refused",
+                                   "the bundle's certificate": "connected"})
 
     def test_slow_links_work_and_survive_a_server_restart(self):
         bundle = self.bundle
