@@ -76,7 +76,7 @@ class ZEOClusterClient(BaseConfig):
                 options[key] = getattr(zeo, key)
         if self.config.ssl:
             options["ssl"], options["ssl_server_hostname"] = self.config.ssl
-        return ClusterClientStorage(
+        storage = ClusterClientStorage(
             [server.address for server in zeo.server],
             startup_wait=self.config.startup_wait,
             verify_wait=self.config.verify_wait,
@@ -94,3 +94,5 @@ class ZEOClusterClient(BaseConfig):
             read_only_fallback=zeo.read_only_fallback,
             **options,
         )
+        storage.client_certificate = self.config.client_certificate or None
+        return storage
