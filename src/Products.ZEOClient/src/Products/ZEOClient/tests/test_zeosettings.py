@@ -1,6 +1,7 @@
 """The [zeo] part of the buildout extension, on plain dicts for sections.
 
-Built for real by the bundle's tests (tests/test_tls.py).
+Built for real by tests/test_clienthost.py (a client host from
+client.cfg, with TLS).
 """
 
 import unittest
@@ -42,3 +43,22 @@ class ClientCertificateTests(unittest.TestCase):
             run({"client-ssl": "certificate /c.pem"})
         self.assertIn("[zeo] client-ssl must be ZEO's <ssl> section", str(caught.exception))
 
+
+class ClientHostTests(unittest.TestCase):
+
+    def test_a_server_host_may_use_a_socket(self):
+        run({"client-address": "/srv/var/zeo.sock"})
+
+    def test_a_client_host_needs_host_and_port(self):
+        for address in ("", "/srv/var/zeo.sock", "zeo.example.org", ":8100"):
+            with self.assertRaises(zc.buildout.UserError) as caught:
+                run({"client-address": address}, {"server": "off"})
+            self.assertIn(
+                "set [zeo] client-address to the ZEO server's host:port",
+                str(caught.exception),
+            )
+
+    def test_a_client_host_with_an_address(self):
+        zeo = run({"client-address": "zeo.example.org:8100", "client-ssl": SSL},
+                  {"server": "off"})
+        self.assertEqual(zeo["client-certificate"], "/srv/var/certs/client-web1.pem")
