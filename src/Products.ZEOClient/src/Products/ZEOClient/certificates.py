@@ -119,6 +119,18 @@ def file_expiry(path, now=None):
         return {"path": path, "error": str(exc), "warning": True}
 
 
+def in_use_expiry(path, loaded, now=None):
+    """``file_expiry`` of the certificate a running process loaded from
+    *path* when it started, whose notAfter was then *loaded* (None: not
+    known).  A process keeps the certificate it loaded: when the file has
+    been renewed since, the result describes the one in use and carries
+    the file's as ``renewed`` (a restart puts it to use)."""
+    on_disk = file_expiry(path, now)
+    if loaded is None or on_disk.get("not_after") == iso(loaded):
+        return on_disk
+    return {"path": path, **expiry(loaded, now), "renewed": on_disk}
+
+
 def describe(name, info):
     """One line of text for an ``expiry``/``file_expiry`` dict."""
     if info.get("error"):

@@ -181,9 +181,10 @@ class _ClientThread(zeo_client.ClientThread):
 class ClusterClientStorage(ClientStorage):
     """ClientStorage for an instance of the cluster; see the module doc."""
 
-    # The file of the TLS certificate this client presents, for the
-    # status screen (its expiry); set by the storage section.
-    client_certificate = None
+    # The file of the TLS certificate this client presents and its
+    # notAfter when it was loaded, for the status screen (its expiry);
+    # set by the storage section.
+    client_certificate = client_certificate_not_after = None
 
     def __init__(self, addr, startup_wait=3.0, verify_wait=10.0,
                  cache_flush_interval=2.0, read_timeout=4.0, **kw):

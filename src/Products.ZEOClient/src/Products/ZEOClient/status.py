@@ -126,7 +126,13 @@ def certificate_status(storage):
     if client is None and server is None:
         return None
     return {
-        "client": certificates.file_expiry(client) if client else None,
+        "client": (
+            certificates.in_use_expiry(
+                client, getattr(storage, "client_certificate_not_after", None)
+            )
+            if client
+            else None
+        ),
         "server": server,
     }
 

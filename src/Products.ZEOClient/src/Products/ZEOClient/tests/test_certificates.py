@@ -120,3 +120,24 @@ class SSLSectionTests(unittest.TestCase):
     def test_text_without_a_section_is_refused(self):
         with self.assertRaises(ValueError):
             certificates.ssl_section("certificate /c.pem")
+
+
+class InUseTests(unittest.TestCase):
+
+    def setUp(self):
+        self.authority = Authority(temp_dir(self))
+        self.authority.make_ca()
+        self.pem, _ = self.authority.make_client("web1", days=100)
+        self.loaded = certificates.file_not_after(self.pem)
+
+    def test_the_file_as_loaded(self):
+        info = certificates.in_use_expiry(self.pem, self.loaded)
+        self.assertEqual(info, certificates.file_expiry(self.pem))
+        self.assertNotIn("renewed", info)
+
+    def test_a_file_renewed_since_is_not_in_use_yet(self):
+        self.authority.make_client("web1", days=10)
+        info = certificates.in_use_expiry(self.pem, self.loaded)
+        self.assertIn(info["days_left"], (99, 100))
+        self.assertFalse(info["warning"])
+        self.assertIn(info["renewed"]["days_left"], (9, 10))
