@@ -1,8 +1,10 @@
 # The ZEO cluster bundle.  `make run` and `make test` are all a user needs;
 # see README.txt.
 PYTHON ?= python3
-BUILD_INPUTS := bootstrap.py buildout.cfg $(wildcard etc/*.cfg etc/*.in etc/zope/*.cfg) \
-	src/Products.ZEOClient/pyproject.toml
+# A local.cfg (the operator's settings; client.cfg on a client host) is
+# what bootstrap.py builds when there is one.
+BUILD_INPUTS := bootstrap.py buildout.cfg client.cfg $(wildcard local.cfg) \
+	$(wildcard etc/*.cfg etc/*.in etc/zope/*.cfg) src/Products.ZEOClient/pyproject.toml
 
 .PHONY: build run start stop restart status logreopen test bench soak clean distclean
 

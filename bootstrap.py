@@ -5,6 +5,11 @@ Run it with the Python that should run the cluster (3.11)::
 
     python3 bootstrap.py            # venv + pinned zc.buildout + buildout run
     python3 bootstrap.py --no-run   # only make bin/buildout
+    python3 bootstrap.py -c client.cfg   # another configuration
+
+The buildout runs with ``local.cfg`` when there is one (an operator's
+settings, extending buildout.cfg or, on a client host, client.cfg), so
+that ``make`` does not undo them; otherwise with buildout.cfg.
 
 The pins for zc.buildout and the tools it installs with (pip, setuptools,
 wheel) are read from ``etc/versions.cfg`` so that there is one place for
@@ -87,6 +92,10 @@ def ensure_tools(python, pins):
         f.write(wanted)
 
 
+def default_config():
+    return "local.cfg" if os.path.exists(os.path.join(HERE, "local.cfg")) else "buildout.cfg"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -94,10 +103,19 @@ def main(argv=None):
         action="store_true",
         help="only create bin/buildout, do not run it",
     )
+    parser.add_argument(
+        "-c",
+        dest="config",
+        default=None,
+        help="the configuration file (default: local.cfg if it exists, else buildout.cfg)",
+    )
     args = parser.parse_args(argv)
     if sys.version_info[:2] < (3, 10):
         fail("Python 3.10 or newer is needed, this is " + sys.version.split()[0])
     os.chdir(HERE)
+    config = args.config or default_config()
+    if not os.path.exists(config):
+        fail(f"no configuration file {config}")
     python = ensure_venv()
     try:
         ensure_tools(python, read_pins())
@@ -109,11 +127,11 @@ def main(argv=None):
     if not args.no_run:
         bin_buildout = os.path.join(HERE, "bin", "buildout")
         develop = subprocess.run(
-            [bin_buildout, "-N", *DEVELOP_ONLY], check=False
+            [bin_buildout, "-N", "-c", config, *DEVELOP_ONLY], check=False
         )
         if develop.returncode != 0:
             return develop.returncode
-        result = subprocess.run([bin_buildout, "-N"])
+        result = subprocess.run([bin_buildout, "-N", "-c", config])
         return result.returncode
     return 0
 

@@ -9,7 +9,8 @@ restricts buildout to this machine; the bundle's extension is loaded
 from the develop eggs).  How many instances is ``settings:instances=N``
 on the command line, as an operator would say it.  The processes are
 started with the bundle's generated scripts, exactly as an operator
-would.
+would.  ``Bundle(profile="client.cfg")`` builds a client host instead
+(the instances and the balancer, for a server in another bundle).
 
 Every process is stopped by PID in a cleanup registered when it starts;
 ``bin/cluster run`` is given a suicide timeout so that nothing outlives a
@@ -39,16 +40,21 @@ BUILDOUT = os.path.join(CHECKOUT, "bin", "buildout")
 ZOPEPY = os.path.join(CHECKOUT, "bin", "zopepy")
 SUICIDE_TIMEOUT = 900  # seconds; no test cluster lives longer
 
-# buildout.cfg's parts but zopepy and test (the tests use the checkout's);
+# Each profile's parts but zopepy and test (the tests use the checkout's);
 # the extension puts instance1 ... instanceN where "instances" stands.
-PARTS = (
-    "var-dirs zeo-conf zeoserver instances zeoinit-conf zeoinit "
-    "inituser-cleanup cluster zeostatus zeopack backup service-files"
-)
+PARTS = {
+    "buildout.cfg": (
+        "var-dirs zeo-conf zeoserver instances zeoinit-conf zeoinit "
+        "inituser-cleanup cluster zeostatus zeocerts zeopack backup service-files"
+    ),
+    "client.cfg": (
+        "var-dirs instances inituser-cleanup cluster zeostatus service-files"
+    ),
+}
 
 OVERRIDES = """\
 [buildout]
-extends = {checkout}/buildout.cfg
+extends = {checkout}/{profile}
 eggs-directory = {checkout}/eggs
 develop =
 develop-eggs-directory = {checkout}/develop-eggs
@@ -157,18 +163,26 @@ class Response:
         return self.body.decode("utf-8", "replace")
 
 
-def own_bundle(test, instances=2):
+def own_bundle(test, instances=2, profile="buildout.cfg"):
     """A Bundle for *test* alone, cleaned up (processes stopped by PID,
     folder removed) when the test ends; not built yet."""
-    bundle = Bundle(instances=instances)
+    bundle = Bundle(instances=instances, profile=profile)
     test.addCleanup(bundle.cleanup)
     return bundle
 
 
 class Bundle:
-    """One built bundle in a temporary folder."""
+    """One built bundle in a temporary folder.
 
-    def __init__(self, instances=2, **settings):
+    *profile*: the checkout's configuration it extends, ``buildout.cfg``
+    (server and instances) or ``client.cfg`` (a client host: no server;
+    give it ``zeo:client-address``).
+    """
+
+    def __init__(self, instances=2, profile="buildout.cfg", **settings):
+        if profile not in PARTS:
+            raise ValueError(f"no such profile: {profile!r} (one of {', '.join(PARTS)})")
+        self.profile = profile
         self.instances = [f"instance{n}" for n in range(1, instances + 1)]
         self.directory = tempfile.mkdtemp(prefix="zeobundle-")
         self.var = os.path.join(self.directory, "var")
@@ -190,7 +204,8 @@ class Bundle:
             f.write(
                 OVERRIDES.format(
                     checkout=CHECKOUT,
-                    parts=PARTS,
+                    profile=self.profile,
+                    parts=PARTS[self.profile],
                     ports="\n".join(f"{name} = 0" for name in self.instances),
                 )
             )

@@ -181,6 +181,11 @@ class _ClientThread(zeo_client.ClientThread):
 class ClusterClientStorage(ClientStorage):
     """ClientStorage for an instance of the cluster; see the module doc."""
 
+    # The file of the TLS certificate this client presents and its
+    # notAfter when it was loaded, for the status screen (its expiry);
+    # set by the storage section.
+    client_certificate = client_certificate_not_after = None
+
     def __init__(self, addr, startup_wait=3.0, verify_wait=10.0,
                  cache_flush_interval=2.0, read_timeout=4.0, **kw):
         check_zeo_internals()
@@ -406,6 +411,19 @@ class ClusterClientStorage(ClientStorage):
             except (ClientDisconnected, KeyError):
                 pass
         return self.getSize()
+
+    def server_certificate(self):
+        """The certificate the server presented on the TLS connection now
+        in use, as ``getpeercert()`` decodes it; None without one.
+
+        Read from the transport, whose handshake is over once the
+        connection is in use (its extra information no longer changes).
+        """
+        protocol = self._io().protocol
+        transport = getattr(getattr(protocol, "sm_protocol", None), "transport", None)
+        if transport is None:
+            return None
+        return transport.get_extra_info("peercert") or None
 
     # -- actions -------------------------------------------------------
 

@@ -34,6 +34,10 @@ extensions before it makes develop eggs: on a fresh checkout
 bootstrap.py makes the develop eggs first, in a buildout run without
 extensions.
 
+First of all it runs ``zeosettings.extension`` (what ``[zeo]`` implies
+for the other sections): the instance sections it adds are initialised
+at once, with the values they use from ``[zeo]``.
+
 Only zc.buildout runs this module; it imports nothing from Zope.
 """
 
@@ -41,6 +45,7 @@ import logging
 
 import zc.buildout
 
+from . import zeosettings
 from .scripts.balancer import env_name
 
 logger = logging.getLogger(__name__)
@@ -54,6 +59,7 @@ MACRO = "instance-base"
 
 def extension(buildout):
     """The ``zc.buildout.extension`` entry point."""
+    zeosettings.extension(buildout)
     settings = buildout["settings"]
     count = instance_count(settings.get("instances", DEFAULT_INSTANCES))
     names = [f"instance{n}" for n in range(1, count + 1)]

@@ -11,7 +11,9 @@ Where the numbers come from:
 - cache size in use: the sizes of the records the cache's index points
   to (the file itself is preallocated to its maximum);
 - server statistics: ``ClientStorage.server_status()``, asked only while
-  connected, with a short timeout.
+  connected, with a short timeout;
+- TLS certificates: the client's from its file, the server's from the
+  connection in use (``certificates.py``), each with its expiry date.
 """
 
 import datetime
@@ -24,6 +26,8 @@ from collections import deque
 from ZODB.utils import p64
 from ZODB.utils import u64
 from ZODB.TimeStamp import TimeStamp
+
+from . import certificates
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +113,30 @@ def server_status(storage):
     return dict(stats)
 
 
+def certificate_status(storage):
+    """{"client": ..., "server": ...} expiry of the TLS certificates in
+    use (None for one that is not known: no TLS, or disconnected); None
+    when the storage uses no TLS at all."""
+    client = getattr(storage, "client_certificate", None)
+    server = None
+    peer = getattr(storage, "server_certificate", None)
+    if peer is not None and storage.is_connected():
+        not_after = certificates.peer_not_after(peer())
+        server = certificates.expiry(not_after) if not_after else None
+    if client is None and server is None:
+        return None
+    return {
+        "client": (
+            certificates.in_use_expiry(
+                client, getattr(storage, "client_certificate_not_after", None)
+            )
+            if client
+            else None
+        ),
+        "server": server,
+    }
+
+
 def database_status(name, db, pack=None, history=None):
     """The status of database *name* as JSON-ready data."""
     storage = db.storage
@@ -140,6 +168,7 @@ def database_status(name, db, pack=None, history=None):
             storage.server_size() if hasattr(storage, "server_size") else storage.getSize()
         ),
         "cache": cache_status(storage),
+        "certificates": certificate_status(storage),
         "server": server,
         "pack": pack.as_dict() if pack is not None else {"state": "idle"},
         "events": [

@@ -33,6 +33,7 @@ import logging
 from ZEO.Exceptions import ClientDisconnected
 from ZODB.config import BaseConfig
 
+from . import certificates
 from . import startup
 from .client import ClusterClientStorage
 from .exceptions import CacheCannotServeStartup
@@ -76,7 +77,7 @@ class ZEOClusterClient(BaseConfig):
                 options[key] = getattr(zeo, key)
         if self.config.ssl:
             options["ssl"], options["ssl_server_hostname"] = self.config.ssl
-        return ClusterClientStorage(
+        storage = ClusterClientStorage(
             [server.address for server in zeo.server],
             startup_wait=self.config.startup_wait,
             verify_wait=self.config.verify_wait,
@@ -94,3 +95,12 @@ class ZEOClusterClient(BaseConfig):
             read_only_fallback=zeo.read_only_fallback,
             **options,
         )
+        if self.config.client_certificate:
+            storage.client_certificate = self.config.client_certificate
+            try:  # what this process uses from now on, even if renewed
+                storage.client_certificate_not_after = certificates.file_not_after(
+                    self.config.client_certificate
+                )
+            except certificates.CertificateError as exc:
+                logger.warning("%s: %s", storage.__name__, exc)
+        return storage

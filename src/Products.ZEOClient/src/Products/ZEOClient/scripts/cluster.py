@@ -20,6 +20,14 @@ module only sequences them, which none of them can do alone:
 - ``run``: everything in the foreground; Ctrl-C (or SIGTERM) stops all,
   as ``stop`` does.
 
+On a client host (client.cfg: ``server=False``) the ZEO server runs
+elsewhere: no step starts, stops or initialises it.  ``start`` and
+``run`` wait for it to accept connections, for ``REMOTE_WAIT`` seconds
+at most, and then start the instances either way: an instance whose
+server is away starts from its persistent cache, as it would alone, and
+connects when the server is back.  ``status`` reports whether the remote
+server accepts connections, in the line where the local one's would be.
+
 Imports nothing from Zope or ZEO: it is run by ``make`` and by the tests.
 """
 
@@ -37,6 +45,9 @@ import urllib.request
 from .balancer import Balancer
 
 START_TIMEOUT = 120.0
+# On a client host: how long start and run wait for the remote server
+# before they start the instances from their caches.
+REMOTE_WAIT = 30.0
 STOP_TIMEOUT = 30.0
 # An instance's graceful stop: its drain plus its shutdown timeout, and
 # some.
@@ -152,10 +163,12 @@ class Cluster:
     """The processes of one bundle, driven through its generated scripts."""
 
     def __init__(self, bin_directory, var_directory, server_address, instances,
-                 balancer=None):
+                 balancer=None, server=True):
         self.bin = bin_directory
         self.var = var_directory
         self.address = parse_address(server_address)
+        self.address_text = server_address
+        self.local_server = server  # False on a client host
         self.instances = list(instances)  # [(name, "host:port"), ...]
         self.password_file = os.path.join(var_directory, "admin-password")
         self.balancer = Balancer(**balancer) if balancer else None
@@ -192,6 +205,19 @@ class Cluster:
             timeout,
         )
 
+    def wait_for_remote_server(self, timeout=None):
+        """Wait (bounded) for the server of a client host; never fails."""
+        timeout = REMOTE_WAIT if timeout is None else timeout
+        try:
+            self.wait_for_server(timeout)
+        except ClusterError:
+            print(
+                f"The ZEO server at {self.address_text} does not answer after "
+                f"{timeout:.0f}s; starting the instances anyway: they serve "
+                "what their caches hold and connect when it is back.",
+                flush=True,
+            )
+
     def initialise(self):
         if self.call(self.script("zeoinit")) != 0:
             raise ClusterError("bin/zeoinit failed; see its message above")
@@ -205,10 +231,13 @@ class Cluster:
             )
 
     def start(self):
-        if self.call(self.script("zeoserver"), "start") != 0:
-            raise ClusterError("bin/zeoserver start failed")
-        self.wait_for_server()
-        self.initialise()
+        if self.local_server:
+            if self.call(self.script("zeoserver"), "start") != 0:
+                raise ClusterError("bin/zeoserver start failed")
+            self.wait_for_server()
+            self.initialise()
+        else:
+            self.wait_for_remote_server()
         for name, _ in self.instances:
             if self.call(self.script(name), "start") != 0:
                 raise ClusterError(f"bin/{name} start failed")
@@ -241,7 +270,11 @@ class Cluster:
         print(f"balancer: {url} (statistics: {self.balancer.urls['ZEOCLUSTER_STATS_BIND']})")
 
     def print_login(self):
-        print(f"Log in as admin; the password is in {self.password_file}")
+        if self.local_server:
+            print(f"Log in as admin; the password is in {self.password_file}")
+        else:
+            print("Log in as admin; the password is in var/admin-password on "
+                  "the ZEO server's host")
 
     def stop(self):
         failed = []
@@ -262,7 +295,7 @@ class Cluster:
                 code = 1
             if code != 0:
                 failed.append(name)
-        if self.call(self.script("zeoserver"), "stop") != 0:
+        if self.local_server and self.call(self.script("zeoserver"), "stop") != 0:
             failed.append("zeoserver")
         if failed:
             raise ClusterError("could not stop: " + ", ".join(failed))
@@ -320,7 +353,16 @@ class Cluster:
                 states = self.balancer.states()
                 listed = ", ".join(f"{n} {s}" for n, s in sorted(states.items()))
                 print(f"{'balancer':12} up   pid {self.balancer.pid()}; {listed}")
-        for name in ["zeoserver"] + [n for n, _ in self.instances]:
+        if not self.local_server:
+            answers = server_answers(self.address)
+            down += not answers
+            print(
+                f"{'zeoserver':12} {'up  ' if answers else 'DOWN'} remote, at "
+                f"{self.address_text}: "
+                + ("accepts connections" if answers else "does not answer")
+            )
+        local = ["zeoserver"] if self.local_server else []
+        for name in local + [n for n, _ in self.instances]:
             try:
                 script = self.script(name)
             except ClusterError as e:
@@ -365,9 +407,12 @@ class Cluster:
             return subprocess.Popen(args, env=env, start_new_session=True)
 
         try:
-            server = spawn(self.script("zeoserver"), "fg")
-            self.wait_for_server()
-            self.initialise()
+            if self.local_server:
+                server = spawn(self.script("zeoserver"), "fg")
+                self.wait_for_server()
+                self.initialise()
+            else:
+                self.wait_for_remote_server()
             for name, _ in self.instances:
                 # "console" is "fg" without debug mode; it execs the server,
                 # so the PID held here is the instance's own.
@@ -380,7 +425,9 @@ class Cluster:
                 print(self.balancer.not_installed_message())
             self.print_login()
             print("Cluster running; press Ctrl-C to stop it.", flush=True)
-            children = [server, *instances] + ([balancer] if balancer else [])
+            children = [*([server] if server else []), *instances] + (
+                [balancer] if balancer else []
+            )
             while all(child.poll() is None for child in children):
                 if deadline is not None and time.monotonic() > deadline:
                     print(f"Stopping the cluster after its {timeout:.0f}s timeout.")
@@ -420,7 +467,9 @@ def stop_instances(processes, timeout=INSTANCE_STOP_TIMEOUT):
         stop_process(process, timeout=1)
 
 
-def main(argv, bin_directory, var_directory, server_address, instances, balancer=None):
+def main(argv, bin_directory, var_directory, server_address, instances, balancer=None,
+         server=True):
+    """``bin/cluster``; *server* False on a client host (no local ZEO server)."""
     parser = argparse.ArgumentParser(prog="cluster", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["start", "stop", "restart", "status", "run"])
     parser.add_argument(
@@ -439,7 +488,9 @@ def main(argv, bin_directory, var_directory, server_address, instances, balancer
         parser.error("--timeout takes a positive number of seconds, with run only")
     if args.rolling and args.command != "restart":
         parser.error("--rolling goes with restart only")
-    cluster = Cluster(bin_directory, var_directory, server_address, instances, balancer)
+    cluster = Cluster(
+        bin_directory, var_directory, server_address, instances, balancer, server=server
+    )
     try:
         if args.command == "run":
             return cluster.run(timeout=args.timeout)

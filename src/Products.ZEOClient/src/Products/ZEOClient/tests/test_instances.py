@@ -73,6 +73,7 @@ class FakeBuildout:
 def run(**sections):
     """The extension run on the bundle's sections, with *sections*' options."""
     config = {
+        "zeo": {},
         "ports": {"host": "127.0.0.1"},
         "instance-base": {"recipe": "plone.recipe.zope2instance"},
     }
@@ -117,7 +118,7 @@ class DefaultTests(unittest.TestCase):
         parts = [
             name
             for name in self.buildout.initialised
-            if name not in ("buildout", "settings", "ports")
+            if name not in ("buildout", "settings", "ports", "zeo")
         ]
         self.assertEqual(
             parts, ["var-dirs", "zeo-conf", "zeoserver", "instance1", "instance2"]

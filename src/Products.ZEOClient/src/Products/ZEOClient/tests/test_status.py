@@ -61,3 +61,35 @@ class ChartTests(unittest.TestCase):
         self.assertEqual(svg.count('fill="#9ec5fe"'), 2)
         self.assertIn("max 10", svg)
         self.assertNotIn("http", svg.replace("http://www.w3.org/2000/svg", ""))
+
+
+class CertificateStatusTests(unittest.TestCase):
+
+    class Storage:
+        client_certificate = None
+        connected = True
+        peer = {"notAfter": "Jan  5 09:34:43 2100 GMT"}
+
+        def is_connected(self):
+            return self.connected
+
+        def server_certificate(self):
+            return self.peer
+
+    def test_none_without_tls(self):
+        storage = self.Storage()
+        storage.peer = None
+        self.assertIsNone(status.certificate_status(storage))
+
+    def test_the_server_s_while_connected(self):
+        storage = self.Storage()
+        certs = status.certificate_status(storage)
+        self.assertIsNone(certs["client"])
+        self.assertEqual(certs["server"]["not_after"], "2100-01-05T09:34:43Z")
+        self.assertFalse(certs["server"]["warning"])
+        storage.connected = False
+        storage.client_certificate = "/nonexistent/client.pem"
+        certs = status.certificate_status(storage)
+        self.assertIsNone(certs["server"])
+        self.assertTrue(certs["client"]["warning"])
+        self.assertIn("cannot read /nonexistent/client.pem", certs["client"]["error"])
