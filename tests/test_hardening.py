@@ -323,6 +323,33 @@ class MsgpackServerTests(HardeningTests):
     def test_malformed_message(self):
         self.attack(b"\xc1 is no msgpack", "undecodable message")
 
+    def test_the_bundle_s_client_raises_record_refused(self):
+        out = self.run_client("""
+import os, transaction, ZODB
+from persistent.mapping import PersistentMapping
+from Products.ZEOClient.client import ClusterClientStorage
+from Products.ZEOClient.server.records import RecordRefused
+class Call:
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+    def __reduce__(self):
+        return self.func, self.args
+storage = ClusterClientStorage(os.environ['ZEO_ADDRESS'], wait_timeout=30)
+db = ZODB.DB(storage)
+conn = db.open()
+conn.root()['evil'] = PersistentMapping(x=Call(os.system, 'touch ' + os.environ['MARKER']))
+try:
+    transaction.commit()
+except RecordRefused as exc:
+    print('caught RecordRefused:', exc)
+transaction.abort()
+print('counted', storage.refused, storage.refusals[-1][1][:40])
+db.close()
+""")
+        self.assertIn("caught RecordRefused: the server refused the record", out)
+        self.assertIn("counted 1 the server refused the record", out)
+        self.assertFalse(os.path.exists(self.marker))
+
     def test_instances_write_after_a_refused_record(self):
         self.test_record_that_runs_code_is_refused_at_vote()
         self.assertEqual(self.bundle.add_folder("instance1", "afterevil", "ok").status, 200)

@@ -60,6 +60,7 @@ from ZEO.ClientStorage import ClientStorage
 from ZEO.Exceptions import ClientDisconnected
 
 from . import tcpinfo
+from .server.records import RecordRefused
 from . import tuning
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,19 @@ QUICK = "quick verification"
 DROPPED_TOO_OLD = "dropped because too old"
 DROPPED_NEWER = "dropped because newer than the server"
 EMPTY = "empty cache"
+
+
+def raise_refused_records():
+    """Let the server's RecordRefused reach callers as itself.
+
+    ZEO hands a server error it has no factory for to the client as
+    ``ServerException(class name, args)``, which nobody can catch by its
+    meaning; registered here, the client raises ``RecordRefused`` (a
+    StorageTransactionError: not transient, nothing retries it).
+    """
+    name = f"{RecordRefused.__module__}.{RecordRefused.__name__}"
+    zeo_client.exc_classes[name] = RecordRefused
+    zeo_client.exc_factories[name] = zeo_client.create_Exception
 
 
 def check_zeo_internals():
@@ -83,6 +97,9 @@ def check_zeo_internals():
             ("verify_result", zeo_client.ClientIO),
             ("setup_delegation", zeo_client.ClientThread),
             ("register", zeo_client.ClientIO),
+            ("exc_classes", zeo_client),
+            ("exc_factories", zeo_client),
+            ("create_Exception", zeo_client),
         )
         if not hasattr(owner, name)
     ]
@@ -189,6 +206,7 @@ class ClusterClientStorage(ClientStorage):
     def __init__(self, addr, startup_wait=3.0, verify_wait=10.0,
                  cache_flush_interval=2.0, read_timeout=4.0, **kw):
         check_zeo_internals()
+        raise_refused_records()
         quiet_retry_logging()
         tuning.install()
         self._verify_wait = verify_wait
@@ -205,6 +223,8 @@ class ClusterClientStorage(ClientStorage):
         self.disconnects = self.reconnects = 0
         self.state_since = time.time()
         self.silent_links = 0
+        self.refusals = []  # [(time, text)] of records the server refused, bounded
+        self.refused = 0
         self._watched = None  # the protocol the watchdog follows
         self._last_received = time.monotonic()
         self._ping = None
@@ -442,6 +462,16 @@ class ClusterClientStorage(ClientStorage):
         self._server.loop.call_soon_threadsafe(abort)
 
     # -- the commit ----------------------------------------------------
+
+    def tpc_vote(self, txn):
+        try:
+            return super().tpc_vote(txn)
+        except RecordRefused as exc:
+            self.refused += 1
+            self.refusals.append((time.time(), str(exc)))
+            del self.refusals[:-10]
+            logger.error("%s: %s", self.__name__, exc)
+            raise
 
     def tpc_abort(self, txn, timeout=None):
         # ZEO waits up to wait-timeout here while disconnected, in the hope

@@ -34,6 +34,9 @@ METRICS = (
      lambda s: s["cache"]["max_size"]),
     ("zeo_cache_objects", "gauge", "Object records in the client cache",
      lambda s: s["cache"]["objects"]),
+    ("zeo_records_refused", "counter",
+     "Commits from here whose records the server's guard refused",
+     lambda s: s["refusals"]["count"]),
     ("zeo_pack_running", "gauge", "1 while a pack started here runs",
      lambda s: int(s["pack"]["state"] == "running")),
 )

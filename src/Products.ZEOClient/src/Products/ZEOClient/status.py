@@ -169,6 +169,13 @@ def database_status(name, db, pack=None, history=None):
         ),
         "cache": cache_status(storage),
         "certificates": certificate_status(storage),
+        "refusals": {
+            "count": getattr(storage, "refused", 0),
+            "last": [
+                {"time": iso(when), "record": text}
+                for when, text in reversed(getattr(storage, "refusals", []))
+            ],
+        },
         "server": server,
         "pack": pack.as_dict() if pack is not None else {"state": "idle"},
         "events": [

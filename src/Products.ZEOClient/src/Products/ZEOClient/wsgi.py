@@ -19,6 +19,12 @@ Two pieces, both needed:
   server's data, if other clients still reach it).  It also answers
   ``/zeo-health`` for load balancers.
 
+A record the server's guard refused (``server/records.py``: a class or a
+call outside its allowlist) is not transient: no retry can cure it, so
+it is no 503.  It is a 500 whose page says what was refused, that
+nothing was saved and what the administrator can do (HTML for browsers,
+JSON for REST calls, text otherwise).
+
 A request that still met a ConflictError after Zope's last retry (a hot
 object; see retry.py) is a 503 "try again" with ``Retry-After: 1``
 instead of waitress' "Internal Server Error": nothing was saved.
@@ -43,6 +49,7 @@ from ZODB.POSException import ConflictError
 
 from . import graceful
 from .exceptions import outcome_unknown
+from .server.records import RecordRefused
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +195,51 @@ def unavailable_page(exc, environ, retry_after):
     return "503 Service Unavailable", headers, data
 
 
+REFUSED = (
+    "The database server refused to store your change: {reason}.",
+    "Nothing was saved. The server stores only the kinds of objects its "
+    "policy allows; the site's administrator can allow this one in "
+    "zeo.conf's <hardened> section (allow-module, allow-global, "
+    "allow-callable; README.txt, \"Security of the ZEO server\") if it "
+    "is legitimate.",
+)
+
+
+def wants_json(environ):
+    accept = environ.get("HTTP_ACCEPT", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
+def refused_page(exc, environ):
+    """(status, headers, body) of the answer for a refused record."""
+    reason = str(exc).removeprefix("the server refused ").split("; nothing of")[0]
+    title, advice = REFUSED[0].format(reason=reason), REFUSED[1]
+    if wants_json(environ):
+        import json
+
+        body = json.dumps({"type": "RecordRefused", "message": title,
+                           "saved": False, "advice": advice}) + "\n"
+        content_type = "application/json"
+    elif wants_html(environ):
+        body = (
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+            "<title>Change refused</title></head><body>"
+            f"<h1>{html.escape(title)}</h1><p>{html.escape(advice)}</p>"
+            "</body></html>\n"
+        )
+        content_type = "text/html; charset=utf-8"
+    else:
+        body = f"{title}\n{advice}\n"
+        content_type = "text/plain; charset=utf-8"
+    data = body.encode("utf-8")
+    headers = [
+        ("Content-Type", content_type),
+        ("Content-Length", str(len(data))),
+        ("Cache-Control", "no-store"),
+    ]
+    return "500 Internal Server Error", headers, data
+
+
 HEALTH_PATH = "/zeo-health"
 
 
@@ -256,6 +308,16 @@ class ZEOClientMiddleware:
                 exc,
             )
             status, headers, body = unavailable_page(exc, environ, 1)
+            start_response(status, headers)
+            return [body]
+        except RecordRefused as exc:
+            logger.error(
+                "500 for %s %s: %s",
+                environ.get("REQUEST_METHOD"),
+                environ.get("PATH_INFO"),
+                exc,
+            )
+            status, headers, body = refused_page(exc, environ)
             start_response(status, headers)
             return [body]
         except ServerException as exc:

@@ -66,6 +66,10 @@ DEFAULT_GLOBALS = (
     "datetime.datetime", "datetime.date", "datetime.time",
     "datetime.timedelta", "datetime.timezone", "decimal.Decimal",
     "uuid.UUID", "zodbpickle.binary", "_codecs.encode",
+    # ZCatalog's "no value" (Missing.MV, pickled as this global) in the
+    # metadata of an object that lacks a column, and in every record
+    # once a column is added to a populated catalog.
+    "Missing.V",
 )
 
 # What a record may call (REDUCE, INST, OBJ): named exactly.

@@ -12,6 +12,7 @@ def status(connected=True, server=True):
         "cache": {"hits": 10, "misses": 4, "evictions": 0, "size": 100,
                   "max_size": 1000, "objects": 7},
         "pack": {"state": "idle"},
+        "refusals": {"count": 1, "last": []},
         "server": {"connections": 2, "commits": 5, "loads": 9, "stores": 3,
                    "aborts": 0, "conflicts": 1, "conflicts_resolved": 1,
                    "active_txns": 0, "waiting": 0} if server else None,
@@ -26,6 +27,7 @@ class RenderTests(unittest.TestCase):
         self.assertIn('zeo_cache_hits_total{database="main"} 10.0', text)
         self.assertIn('zeo_cache_misses_total{database="main"} 4.0', text)
         self.assertIn('zeo_reconnects_total{database="main"} 2.0', text)
+        self.assertIn('zeo_records_refused_total{database="main"} 1.0', text)
         self.assertIn('zeo_server_commits_total{database="main"} 5.0', text)
         self.assertIn('zeo_cache_bytes{database="main"} 100.0', text)
         self.assertIn("# TYPE zeo_cache_hits_total counter", text)

@@ -185,6 +185,42 @@ class ServerWriteErrorTests(unittest.TestCase):
                 self.call(app_failing_in(step, exc))
 
 
+class RefusedRecordTests(unittest.TestCase):
+
+    call = MiddlewareTests.call
+
+    def refused(self):
+        from Products.ZEOClient.server.records import RecordRefused
+
+        return RecordRefused(
+            "the server refused the record of object 0x2a: it references "
+            "my.app.Gadget, which is not allowed; nothing of this transaction "
+            "was written"
+        )
+
+    def test_a_refused_record_says_what_and_that_nothing_was_saved(self):
+        start, body = self.call(failing_app(self.refused()))
+        self.assertEqual(start.status, "500 Internal Server Error")  # no retry cures it
+        self.assertNotIn("Retry-After", start.headers)
+        self.assertEqual(start.headers["Content-Type"], "text/plain; charset=utf-8")
+        self.assertIn("refused to store your change", body)
+        self.assertIn("my.app.Gadget", body)
+        self.assertIn("Nothing was saved", body)
+        self.assertIn("allow-module", body)
+        self.assertNotIn("Traceback", body)
+
+    def test_browsers_get_html_and_rest_calls_json(self):
+        start, body = self.call(failing_app(self.refused()), accept="text/html,*/*")
+        self.assertIn("<h1>The database server refused to store your change", body)
+        start, body = self.call(failing_app(self.refused()), accept="application/json")
+        self.assertEqual(start.headers["Content-Type"], "application/json")
+        import json
+
+        answer = json.loads(body)
+        self.assertEqual((answer["type"], answer["saved"]), ("RecordRefused", False))
+        self.assertIn("my.app.Gadget", answer["message"])
+
+
 class FilterFactoryTests(unittest.TestCase):
 
     def test_retry_after_is_read(self):
