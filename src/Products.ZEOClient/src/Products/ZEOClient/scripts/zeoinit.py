@@ -49,13 +49,37 @@ def read_or_create_password(path):
     return password, True
 
 
+class MissingEggs(Exception):
+    """The database holds objects of classes this process cannot import."""
+
+
+def broken_class(obj):
+    """The dotted name of *obj*'s class if ZODB could not import it."""
+    from ZODB.broken import Broken
+
+    if isinstance(obj, Broken):
+        cls = type(obj)
+        return f"{cls.__module__}.{cls.__name__}"
+    return None
+
+
 def ensure_admin(app, password):
     """Create the ``admin`` Manager in the root user folder if missing.
 
     Returns True when it added the account.  An existing account is left
     alone: an operator may have changed its password through the ZMI.
+    Raises MissingEggs when the root user folder is of a class this
+    process cannot import (a Plone site's PluggableAuthService, say).
     """
     users = app.acl_users
+    missing = broken_class(users)
+    if missing:
+        raise MissingEggs(
+            f"zeoinit: the database's root user folder is a {missing}, which "
+            "this process cannot import: add the egg that provides it to "
+            "[settings] eggs in buildout.cfg (the instances' eggs) and run "
+            "make build"
+        )
     if users.getUserById(ADMIN) is not None:
         return False
     users._doAddUser(ADMIN, password, ["Manager"], [])
@@ -104,7 +128,10 @@ def main(argv=None):
             "(bin/zeoserver start)"
         )
     try:
-        added = ensure_admin(app, password)
+        try:
+            added = ensure_admin(app, password)
+        except MissingEggs as e:
+            sys.exit(str(e))
         if added:
             transaction.get().note("zeoinit: created the admin account")
             transaction.commit()

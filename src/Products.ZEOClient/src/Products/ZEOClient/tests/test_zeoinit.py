@@ -80,3 +80,22 @@ class MainTests(unittest.TestCase):
         with self.assertRaises(SystemExit) as raised:
             zeoinit.main(["--zope-conf", "/nonexistent/zope.conf", "--password-file", "/x"])
         self.assertIn("no configuration at /nonexistent/zope.conf", str(raised.exception))
+
+
+class MissingEggsTests(unittest.TestCase):
+
+    def test_a_broken_user_folder_names_what_is_missing(self):
+        from ZODB.broken import find_global
+
+        Broken = find_global("Products.PluggableAuthService.PluggableAuthService",
+                             "PluggableAuthService")
+
+        class App:
+            acl_users = Broken()
+
+        with self.assertRaises(zeoinit.MissingEggs) as raised:
+            zeoinit.ensure_admin(App(), "secret")
+        message = str(raised.exception)
+        self.assertIn("Products.PluggableAuthService.PluggableAuthService.PluggableAuthService",
+                      message)
+        self.assertIn("[settings] eggs", message)
