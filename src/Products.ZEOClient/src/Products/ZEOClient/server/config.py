@@ -44,6 +44,7 @@ class Hardened(BaseConfig):
                 modules=records.DEFAULT_MODULES + tuple(self.config.allow_module),
                 globals_=records.DEFAULT_GLOBALS + tuple(self.config.allow_global),
                 callables=records.DEFAULT_CALLABLES + tuple(self.config.allow_callable),
+                fresh=records.DEFAULT_FRESH + tuple(self.config.allow_fresh_callable),
             )
             records.guard(storage, policy)
         if isinstance(storage, FileStorage):

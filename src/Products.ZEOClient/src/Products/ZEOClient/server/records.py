@@ -30,6 +30,16 @@ the commit lock; ``make bench`` reports the cost per record.)
 - Calling anything that is not a global the record named (the result of
   another call, a string...), or what the machine cannot load, is
   refused.
+- No writes through a call: a record may set the state of (BUILD) or
+  add items to (SETITEM(S), APPEND(S)) what a call returned only when
+  that callable is known to return a new object each time (the
+  defaults but ``Provides``, and ``allow-fresh-callable``).  An allowed
+  callable that returns a shared object (``zope.component``'s ``GAR``
+  is ``getattr`` on a registry, pytz's ``_p`` returns cached time zones)
+  would otherwise let a record change that process-wide object in every
+  process that loads it.  ``GAR`` itself, when allowed, may only be
+  called as ZODB's component pickling does: on the global registry, for
+  ``adapters`` or ``utilities``.
 
 A refused record makes the store raise ``RecordRefused``; ZEO aborts the
 transaction at vote and sends the error to the client.  Nothing of that
@@ -88,6 +98,29 @@ DEFAULT_CALLABLES = (
     "DateTime.DateTime.DateTime",
 )
 
+# Callables known to return a new object each time: a record may set the
+# state of what they return (copyreg's reconstructors are how most
+# instances are pickled).  Not zope.interface's Provides: it returns
+# cached declarations.
+DEFAULT_FRESH = tuple(c for c in DEFAULT_CALLABLES
+                      if c != "zope.interface.declarations.Provides")
+
+GAR = "zope.component.globalregistry.GAR"
+
+
+def check_gar(args):
+    """GAR(components, name) is getattr: only as ZODB pickles registries."""
+    if not (len(args) == 2 and getattr(args[0], "name", None) ==
+            "zope.component.globalregistry.base" and isinstance(args[0], type)
+            and args[1] in ("adapters", "utilities")):
+        raise RecordRefused(
+            f"it calls {GAR} other than on the global registry's adapters or utilities"
+        )
+
+
+# Callables whose arguments are checked too.
+ARGUMENT_CHECKS = {GAR: check_gar}
+
 # Python 2 names in old records.
 ALIASES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
 
@@ -107,10 +140,11 @@ class Policy:
     """The allowlists, from the server's configuration."""
 
     def __init__(self, modules=DEFAULT_MODULES, globals_=DEFAULT_GLOBALS,
-                 callables=DEFAULT_CALLABLES):
+                 callables=DEFAULT_CALLABLES, fresh=DEFAULT_FRESH):
         self.modules = tuple(modules)
-        self.globals = frozenset(globals_) | frozenset(callables)
-        self.callables = frozenset(callables)
+        self.fresh = frozenset(fresh)
+        self.callables = frozenset(callables) | self.fresh
+        self.globals = frozenset(globals_) | self.callables
         # (module, name) -> stand-in class of an allowed global; a server
         # sees few distinct names, so this is the guard's only cache.
         self._stand_ins = {}
@@ -126,9 +160,12 @@ class Policy:
         if not self.referenced(name):
             raise RecordRefused(f"it references {name}, which is not allowed")
 
-    def check_call(self, name):
+    def check_call(self, name, args=()):
         if name not in self.callables:
             raise RecordRefused(f"it calls {name}, which may not be called")
+        check = ARGUMENT_CHECKS.get(name)
+        if check is not None:
+            check(args)
 
     def stand_in(self, module, name):
         """The inert class that takes the place of global *module.name*
@@ -147,31 +184,44 @@ class StandInType(type):
     """The type of stand-ins: calling one is the record calling a global."""
 
     def __call__(cls, *args, **kw):
-        cls.policy.check_call(cls.name)
-        return object.__new__(cls)
+        cls.policy.check_call(cls.name, args)
+        obj = object.__new__(cls)
+        if cls.name not in cls.policy.fresh:
+            obj.fresh = False
+        return obj
 
 
 class StandIn(metaclass=StandInType):
     """An instance of a global the record named; inert.  The methods are
     what the pickle machine may call on an object it builds (BUILD,
-    APPEND(S), SETITEM(S)); each does nothing."""
+    APPEND(S), SETITEM(S)); each does nothing, unless the object is what
+    a callable returned that may return a shared object: then it is a
+    write into that object, refused."""
 
     policy = name = None
+    fresh = True  # made by the record itself (NEWOBJ), or by a fresh call
 
     def __new__(cls, *args, **kw):  # NEWOBJ
         return object.__new__(cls)
 
+    def _changed(self):
+        if not self.fresh:
+            raise RecordRefused(
+                f"it changes what {self.name} returned, which may be an object "
+                "shared by the whole process"
+            )
+
     def __setstate__(self, state):
-        pass
+        self._changed()
 
     def append(self, item):
-        pass
+        self._changed()
 
     def extend(self, items):
-        pass
+        self._changed()
 
     def __setitem__(self, key, value):
-        pass
+        self._changed()
 
     def __call__(self, *args, **kw):
         raise RecordRefused("it calls an object the guard cannot identify")

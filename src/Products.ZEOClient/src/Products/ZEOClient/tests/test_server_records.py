@@ -1,4 +1,6 @@
+import copyreg
 import datetime
+import fractions
 import os
 import unittest
 
@@ -158,6 +160,86 @@ class HandWrittenPickleTests(unittest.TestCase):
     def test_instance_creation_without_a_call_passes(self):
         # NEWOBJ of an allowed class: only its __new__, nothing called.
         records.scan(b"\x80\x02cOFS.Folder\nFolder\n)\x81.", self.policy)
+
+
+class Shared:
+    """A record whose unpickling calls *func(*args)* and then sets
+    *state* on what it returned (REDUCE, BUILD)."""
+
+    def __init__(self, func, args, state):
+        self.func, self.args, self.state = func, args, state
+
+    def __reduce__(self):
+        return self.func, self.args, self.state
+
+
+class NoWritesThroughCallsTests(unittest.TestCase):
+    """An allowed callable that returns a process-wide object must not
+    let a record write into it (the real-data issue's GAR attack)."""
+
+    # The Plone profile's kind of policy: GAR and pytz's _p may be called.
+    policy = records.Policy(
+        modules=records.DEFAULT_MODULES + ("pytz",),
+        callables=records.DEFAULT_CALLABLES + (records.GAR, "pytz._p"),
+    )
+
+    def scan(self, obj, policy=None):
+        for data in stored_records(PersistentMapping(x=obj)):
+            records.scan(data, policy or self.policy)
+
+    def refused(self, obj, words):
+        with self.assertRaises(records.RecordRefused) as raised:
+            self.scan(obj)
+        self.assertIn(words, str(raised.exception))
+
+    def test_state_built_onto_what_gar_returned_is_refused(self):
+        from zope.component.globalregistry import GAR
+        from zope.component.globalregistry import base
+
+        self.refused(Shared(GAR, (base, "adapters"), {"__name__": "pwned"}),
+                     f"it changes what {records.GAR} returned")
+        self.assertNotEqual(base.adapters.__name__, "pwned")
+
+    def test_gar_only_on_the_global_registry_s_adapters_and_utilities(self):
+        from zope.component.globalregistry import GAR
+        from zope.component.globalregistry import base
+
+        # What ZODB's component pickling writes: passes.
+        self.scan(Shared(GAR, (base, "utilities"), None))
+        self.refused(Shared(GAR, (base, "__class__"), None),
+                     "other than on the global registry's adapters or utilities")
+        self.refused(Shared(GAR, (Folder("f"), "adapters"), None),
+                     "other than on the global registry's adapters or utilities")
+
+    def test_the_same_through_pytz_s_cached_time_zones(self):
+        import pytz
+
+        self.refused(Shared(pytz._p, ("UTC",), {"zone": "pwned"}),
+                     "it changes what pytz._p returned")
+
+    def test_items_added_to_what_a_call_returned_are_refused(self):
+        data = (
+            b"\x80\x02cpytz\n_p\nX\x03\x00\x00\x00UTCq\x00\x85R"
+            b"X\x01\x00\x00\x00kX\x01\x00\x00\x00vs."
+        )
+        with self.assertRaises(records.RecordRefused) as raised:
+            records.scan(data, self.policy)
+        self.assertIn("it changes what pytz._p returned", str(raised.exception))
+
+    def test_fresh_callables_may_have_their_state_set(self):
+        # copyreg._reconstructor then BUILD: how most instances are pickled.
+        self.scan(Shared(copyreg._reconstructor, (Folder, object, None), {"title": "x"}))
+        odd = records.Policy(callables=records.DEFAULT_CALLABLES + ("fractions.Fraction",))
+        with self.assertRaises(records.RecordRefused):
+            self.scan(Shared(fractions.Fraction, (1, 3), {"x": 1}), odd)
+        fresh = records.Policy(fresh=records.DEFAULT_FRESH + ("fractions.Fraction",))
+        self.scan(Shared(fractions.Fraction, (1, 3), {"x": 1}), fresh)
+
+    def test_provides_declarations_are_not_fresh(self):
+        self.assertNotIn("zope.interface.declarations.Provides", records.DEFAULT_FRESH)
+        folder = Folder("f")
+        alsoProvides(folder, IMarker)  # pickled as a call of Provides, no state
+        self.scan(folder)
 
 
 class GuardTests(unittest.TestCase):
