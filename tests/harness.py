@@ -45,7 +45,7 @@ SUICIDE_TIMEOUT = 900  # seconds; no test cluster lives longer
 PARTS = {
     "buildout.cfg": (
         "var-dirs zeo-conf zeoserver instances zeoinit-conf zeoinit "
-        "inituser-cleanup cluster zeostatus zeocerts zeopack backup service-files"
+        "inituser-cleanup cluster zeostatus zeocerts zeoguard zeopack backup service-files"
     ),
     "client.cfg": (
         "var-dirs instances inituser-cleanup cluster zeostatus service-files"

@@ -46,7 +46,7 @@ class Hardened(BaseConfig):
                 callables=records.DEFAULT_CALLABLES + tuple(self.config.allow_callable),
                 fresh=records.DEFAULT_FRESH + tuple(self.config.allow_fresh_callable),
             )
-            records.guard(storage, policy)
+            records.guard(storage, policy, audit=self.config.audit_records)
         if isinstance(storage, FileStorage):
             clean_up_failed_votes(storage)
         return storage

@@ -108,13 +108,14 @@ DEFAULT_FRESH = tuple(c for c in DEFAULT_CALLABLES
 GAR = "zope.component.globalregistry.GAR"
 
 
-def check_gar(args):
+def check_gar(policy, args):
     """GAR(components, name) is getattr: only as ZODB pickles registries."""
     if not (len(args) == 2 and getattr(args[0], "name", None) ==
             "zope.component.globalregistry.base" and isinstance(args[0], type)
             and args[1] in ("adapters", "utilities")):
-        raise RecordRefused(
-            f"it calls {GAR} other than on the global registry's adapters or utilities"
+        policy.refuse(
+            "call", GAR,
+            f"it calls {GAR} other than on the global registry's adapters or utilities",
         )
 
 
@@ -156,16 +157,21 @@ class Policy:
             for prefix in self.modules
         )
 
+    def refuse(self, kind, name, message):
+        """What breaks the policy: a *kind* ("global", "call", "write") of
+        use of global *name*.  Refused here; ``Findings`` notes it."""
+        raise RecordRefused(message)
+
     def check_reference(self, name):
         if not self.referenced(name):
-            raise RecordRefused(f"it references {name}, which is not allowed")
+            self.refuse("global", name, f"it references {name}, which is not allowed")
 
     def check_call(self, name, args=()):
         if name not in self.callables:
-            raise RecordRefused(f"it calls {name}, which may not be called")
+            self.refuse("call", name, f"it calls {name}, which may not be called")
         check = ARGUMENT_CHECKS.get(name)
         if check is not None:
-            check(args)
+            check(self, args)
 
     def stand_in(self, module, name):
         """The inert class that takes the place of global *module.name*
@@ -206,9 +212,10 @@ class StandIn(metaclass=StandInType):
 
     def _changed(self):
         if not self.fresh:
-            raise RecordRefused(
+            self.policy.refuse(
+                "write", self.name,
                 f"it changes what {self.name} returned, which may be an object "
-                "shared by the whole process"
+                "shared by the whole process",
             )
 
     def __setstate__(self, state):
@@ -243,6 +250,30 @@ class StandInReader(zodbpickle.pickle.Unpickler):
         return self.policy.stand_in(module, name)
 
 
+class Findings(Policy):
+    """A policy that notes what it would refuse and reads on: for
+    ``bin/zeoguard scan`` (existing data) and the audit mode.
+
+    ``found`` maps (kind, global) to [count, an example oid]; ``oid`` is
+    the object being read, set by the caller.
+    """
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.found = {}
+        self.oid = None
+
+    def refuse(self, kind, name, message):
+        entry = self.found.setdefault((kind, name), [0, self.oid])
+        entry[0] += 1
+
+    def stand_in(self, module, name):
+        # Not cached across checks: every reference is noted.
+        full = dotted(module, name)
+        self.check_reference(full)
+        return StandInType(full, (StandIn,), {"policy": self, "name": full})
+
+
 def scan(data, policy):
     """Raise RecordRefused if the record *data* breaks *policy*."""
     stream = io.BytesIO(data)
@@ -252,8 +283,13 @@ def scan(data, policy):
         reader.load()
 
 
-def guard(storage, policy):
-    """Check every record *storage* is asked to store."""
+def guard(storage, policy, audit=False):
+    """Check every record *storage* is asked to store.
+
+    With *audit*, a record that breaks the policy is logged (WARNING,
+    "would refuse") and stored all the same: for a first week of an
+    existing site on the bundle, before the policy is made to fit.
+    """
     store = storage.store
     restore = getattr(storage, "restore", None)
     store_blob = getattr(storage, "storeBlob", None)
@@ -264,6 +300,12 @@ def guard(storage, policy):
         try:
             scan(data, policy)
         except RecordRefused as exc:
+            if audit:
+                logger.warning(
+                    "audit: would refuse the record of object %s: %s; stored",
+                    oid_repr(oid), exc,
+                )
+                return
             message = (
                 f"the server refused the record of object {oid_repr(oid)}: {exc}; "
                 "nothing of this transaction was written"
@@ -271,6 +313,12 @@ def guard(storage, policy):
             logger.error("%s", message)
             raise RecordRefused(message) from None
         except Exception as exc:
+            if audit:
+                logger.warning(
+                    "audit: would refuse the record of object %s: not a readable "
+                    "pickle (%s); stored", oid_repr(oid), type(exc).__name__,
+                )
+                return
             message = (
                 f"the server refused the record of object {oid_repr(oid)}: "
                 f"it is not a readable pickle ({type(exc).__name__}); "
