@@ -50,3 +50,24 @@ def make(folder):
         name: os.path.join(folder, name)
         for name in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")
     }
+
+
+def bundle_ssl(certs):
+    """The [zeo] server-ssl and client-ssl of a bundle using *certs*
+    (the server accepts only clients the CA signed), as override text."""
+    return (
+        "\n[zeo]\n"
+        "server-ssl =\n"
+        "    <ssl>\n"
+        f"      certificate {certs['server.pem']}\n"
+        f"      key {certs['server.key']}\n"
+        f"      authenticate {certs['ca.pem']}\n"
+        "    </ssl>\n"
+        "client-ssl =\n"
+        "    <ssl>\n"
+        f"      certificate {certs['client.pem']}\n"
+        f"      key {certs['client.key']}\n"
+        f"      authenticate {certs['ca.pem']}\n"
+        "      server-hostname 127.0.0.1\n"
+        "    </ssl>\n"
+    )

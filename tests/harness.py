@@ -18,6 +18,7 @@ test run that was itself killed.
 """
 
 import base64
+import json
 import os
 import re
 import shutil
@@ -74,6 +75,15 @@ etc-directory = {checkout}/etc
 balancer = off
 drain = 0.2
 """
+
+
+def record(name, figures, folder="test-figures"):
+    """Keep a test's figures (what a closing note reports) in
+    var/FOLDER/NAME.json of the checkout."""
+    folder = os.path.join(CHECKOUT, "var", folder)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"{name}.json"), "w") as f:
+        json.dump(figures, f, indent=2)
 
 
 def pids_under(folder):

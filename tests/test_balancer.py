@@ -21,8 +21,8 @@ import uuid
 from Products.ZEOClient.scripts.balancer import Balancer
 from Products.ZEOClient.scripts.balancer import find_haproxy
 
-from .harness import CHECKOUT
 from .harness import LockHolder
+from .harness import record
 from .harness import wait_until
 from .layers import bundle_layer
 from .proxy import UnixProxy
@@ -37,12 +37,6 @@ def name():
     return "b" + uuid.uuid4().hex[:12]
 
 
-def record(name, figures):
-    """Keep the figures a closing note reports (var/test-figures/)."""
-    folder = os.path.join(CHECKOUT, "var", "test-figures")
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, name + ".json"), "w") as f:
-        json.dump(figures, f, indent=2)
 
 
 def prepare(bundle):

@@ -9,16 +9,22 @@ import threading
 import time
 import unittest
 
-from .harness import CHECKOUT
 from .harness import HOLDER_NOTE
 from .harness import LockHolder
 from .harness import own_bundle
 from .harness import pids_under
+from .harness import record as record_figures
 from .harness import wait_until
 from .layers import DaemonClusterLayer
 from .layers import OwnBundlesLayer
 
 WRITERS = 4
+
+
+def record(name, figures):
+    """Keep a scenario's figures in var/faults/ for the operator."""
+    record_figures(name, figures, folder="faults")
+
 # The server's transaction timeout in the frozen-client test, seconds.
 TRANSACTION_TIMEOUT = 3
 def server_pid(bundle):
@@ -45,12 +51,6 @@ def commit_lock_held(bundle):
     return status["storages"]["1"]["lock_time"] is not None
 
 
-def record(name, figures):
-    """Keep a scenario's figures in var/faults/ for the operator."""
-    folder = os.path.join(CHECKOUT, "var", "faults")
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, f"{name}.json"), "w") as f:
-        json.dump(figures, f, indent=2)
 
 
 def server_titles(bundle, folders):

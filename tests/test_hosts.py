@@ -10,7 +10,6 @@ open (a blackhole), add latency, or limit the bandwidth.  Nothing but
 """
 
 import hashlib
-import json
 import os
 import shutil
 import threading
@@ -19,10 +18,10 @@ import unittest
 import uuid
 
 from . import certificates
-from .harness import CHECKOUT
-from .harness import LockHolder
-from .harness import wait_until
 from .harness import Bundle
+from .harness import LockHolder
+from .harness import record
+from .harness import wait_until
 from .netproxy import NetProxy
 
 READ_TIMEOUT = 4.0  # the bundle's default
@@ -35,30 +34,6 @@ def name():
     return "h" + uuid.uuid4().hex[:12]
 
 
-def record(name, figures):
-    folder = os.path.join(CHECKOUT, "var", "test-figures")
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, name + ".json"), "w") as f:
-        json.dump(figures, f, indent=2)
-
-
-def tls(certs):
-    return (
-        "\n[zeo]\n"
-        "server-ssl =\n"
-        "    <ssl>\n"
-        f"      certificate {certs['server.pem']}\n"
-        f"      key {certs['server.key']}\n"
-        f"      authenticate {certs['ca.pem']}\n"
-        "    </ssl>\n"
-        "client-ssl =\n"
-        "    <ssl>\n"
-        f"      certificate {certs['client.pem']}\n"
-        f"      key {certs['client.key']}\n"
-        f"      authenticate {certs['ca.pem']}\n"
-        "      server-hostname 127.0.0.1\n"
-        "    </ssl>\n"
-    )
 
 
 class HostsLayer:
@@ -86,7 +61,7 @@ class HostsLayer:
         server = cls.server = Bundle(instances=1)
         cls.bundles.append(server)
         certs = server.certs = certificates.make(os.path.join(server.directory, "certs"))
-        extra = tls(certs)
+        extra = certificates.bundle_ssl(certs)
         settings = {"zeo:address": "127.0.0.1:0",
                     "zeo:idle-timeout": str(SERVER_IDLE_TIMEOUT)}
         server.build(extra=extra, **settings)
@@ -101,7 +76,7 @@ class HostsLayer:
             server.on_cleanup(link.close)
             host = cls.hosts[name] = Bundle(instances=1, profile="client.cfg")
             cls.bundles.append(host)
-            host.build(extra=tls(certs), **{"zeo:client-address": f"127.0.0.1:{link.port}"})
+            host.build(extra=extra, **{"zeo:client-address": f"127.0.0.1:{link.port}"})
             # The operator knows the admin password made on the server's host.
             shutil.copy2(os.path.join(server.var, "admin-password"), host.var)
             host.start()

@@ -47,22 +47,7 @@ class TLSTests(unittest.TestCase):
     def test_only_clients_with_a_certificate_of_the_ca_connect(self):
         bundle = own_bundle(self)
         certs = certificates.make(os.path.join(bundle.directory, "certs"))
-        extra = (
-            "\n[zeo]\n"
-            "server-ssl =\n"
-            "    <ssl>\n"
-            f"      certificate {certs['server.pem']}\n"
-            f"      key {certs['server.key']}\n"
-            f"      authenticate {certs['ca.pem']}\n"
-            "    </ssl>\n"
-            "client-ssl =\n"
-            "    <ssl>\n"
-            f"      certificate {certs['client.pem']}\n"
-            f"      key {certs['client.key']}\n"
-            f"      authenticate {certs['ca.pem']}\n"
-            "      server-hostname 127.0.0.1\n"
-            "    </ssl>\n"
-        )
+        extra = certificates.bundle_ssl(certs)
         bundle.build(extra=extra, **{"zeo:address": "127.0.0.1:0"})
         bundle.start_server()
         port = wait_until("the server's TCP port", bundle.server_port, 60)

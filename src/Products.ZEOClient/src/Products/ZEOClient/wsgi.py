@@ -163,6 +163,40 @@ def write_failure(exc):
     return title.format(reason=reason), advice
 
 
+def page(head, title, advice, environ, json_type=None):
+    """(headers, body) of a short page saying *title* and *advice*: HTML
+    for browsers, JSON (with *json_type*) for REST calls that ask for it,
+    text otherwise."""
+    if json_type and wants_json(environ):
+        import json
+
+        body = json.dumps({"type": json_type, "message": title,
+                           "saved": False, "advice": advice}) + "\n"
+        content_type = "application/json"
+    elif wants_html(environ):
+        body = (
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(head)}</title></head><body>"
+            f"<h1>{html.escape(title)}</h1><p>{html.escape(advice)}</p>"
+            "</body></html>\n"
+        )
+        content_type = "text/html; charset=utf-8"
+    else:
+        body = f"{title}\n{advice}\n"
+        content_type = "text/plain; charset=utf-8"
+    data = body.encode("utf-8")
+    return [
+        ("Content-Type", content_type),
+        ("Content-Length", str(len(data))),
+        ("Cache-Control", "no-store"),
+    ], data
+
+
+def wants_json(environ):
+    accept = environ.get("HTTP_ACCEPT", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
 def unavailable_page(exc, environ, retry_after):
     """(status, headers, body) of the 503 answer for *exc*."""
     texts = BUSY if isinstance(exc, ConflictError) else write_failure(exc)
@@ -172,24 +206,8 @@ def unavailable_page(exc, environ, retry_after):
         title, advice = UNKNOWN
     else:
         title, advice = NOTHING_SAVED
-    if wants_html(environ):
-        body = (
-            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
-            "<title>Service unavailable</title></head><body>"
-            f"<h1>{html.escape(title)}</h1><p>{html.escape(advice)}</p>"
-            "</body></html>\n"
-        )
-        content_type = "text/html; charset=utf-8"
-    else:
-        body = f"{title}\n{advice}\n"
-        content_type = "text/plain; charset=utf-8"
-    data = body.encode("utf-8")
-    headers = [
-        ("Content-Type", content_type),
-        ("Content-Length", str(len(data))),
-        ("Retry-After", str(retry_after)),
-        ("Cache-Control", "no-store"),
-    ]
+    headers, data = page("Service unavailable", title, advice, environ)
+    headers.insert(2, ("Retry-After", str(retry_after)))
     if texts is None:
         headers.append((STATUS_HEADER, "disconnected"))
     return "503 Service Unavailable", headers, data
@@ -205,38 +223,11 @@ REFUSED = (
 )
 
 
-def wants_json(environ):
-    accept = environ.get("HTTP_ACCEPT", "")
-    return "application/json" in accept and "text/html" not in accept
-
-
 def refused_page(exc, environ):
     """(status, headers, body) of the answer for a refused record."""
     reason = str(exc).removeprefix("the server refused ").split("; nothing of")[0]
     title, advice = REFUSED[0].format(reason=reason), REFUSED[1]
-    if wants_json(environ):
-        import json
-
-        body = json.dumps({"type": "RecordRefused", "message": title,
-                           "saved": False, "advice": advice}) + "\n"
-        content_type = "application/json"
-    elif wants_html(environ):
-        body = (
-            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
-            "<title>Change refused</title></head><body>"
-            f"<h1>{html.escape(title)}</h1><p>{html.escape(advice)}</p>"
-            "</body></html>\n"
-        )
-        content_type = "text/html; charset=utf-8"
-    else:
-        body = f"{title}\n{advice}\n"
-        content_type = "text/plain; charset=utf-8"
-    data = body.encode("utf-8")
-    headers = [
-        ("Content-Type", content_type),
-        ("Content-Length", str(len(data))),
-        ("Cache-Control", "no-store"),
-    ]
+    headers, data = page("Change refused", title, advice, environ, json_type="RecordRefused")
     return "500 Internal Server Error", headers, data
 
 

@@ -4,7 +4,6 @@ import shutil
 import tempfile
 import unittest
 
-import transaction
 import ZODB
 from persistent.mapping import PersistentMapping
 from ZODB.FileStorage import FileStorage
