@@ -69,7 +69,11 @@ def closed_by_server(sock):
             data = sock.recv(65536)
             if not data:
                 return True
-    except (socket.timeout, ConnectionResetError):
+    except ConnectionResetError:
+        # Closed with what the client sent still unread: the kernel
+        # resets the connection.  Closed all the same.
+        return True
+    except socket.timeout:
         return False
 
 
