@@ -81,6 +81,24 @@ class StatusCollector:
                 if isinstance(value, (int, float)):
                     metric.add_metric([database], value)
             yield metric
+        yield certificate_metric(self.statuses)
+
+
+CERTIFICATE_METRIC = (
+    "zeo_certificate_days_left", "gauge",
+    "Whole days until the TLS certificate in use expires (side: client, server)",
+)
+
+
+def certificate_metric(statuses):
+    """Days left of the client's and the server's certificates, where known."""
+    metric = GaugeMetricFamily(*CERTIFICATE_METRIC[::2], labels=["database", "side"])
+    for database, status in statuses.items():
+        for side, expiry in (status.get("certificates") or {}).items():
+            days = (expiry or {}).get("days_left")
+            if isinstance(days, (int, float)):
+                metric.add_metric([database, side], days)
+    return metric
 
 
 def render(statuses):

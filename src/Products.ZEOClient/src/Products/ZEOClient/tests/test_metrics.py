@@ -40,3 +40,16 @@ class RenderTests(unittest.TestCase):
         text = metrics.render({"main": status(False, server=False)}).decode()
         self.assertIn('zeo_connected{database="main"} 0.0', text)
         self.assertNotIn("zeo_server_commits_total{", text)
+
+
+class CertificateMetricTests(unittest.TestCase):
+
+    def test_days_left_per_side_where_known(self):
+        with_tls = dict(status(), certificates={
+            "client": {"days_left": 12, "warning": True},
+            "server": None,  # disconnected: not known
+        })
+        text = metrics.render({"main": with_tls, "other": status()}).decode()
+        self.assertIn('zeo_certificate_days_left{database="main",side="client"} 12.0', text)
+        self.assertNotIn('side="server"', text)
+        self.assertNotIn('database="other",side', text)
