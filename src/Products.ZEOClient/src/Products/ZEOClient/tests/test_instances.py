@@ -40,33 +40,36 @@ class FakeSection(dict):
 
 class FakeBuildout:
     """What the extension uses of zc.buildout's Buildout: sections by name
-    (initialised, and noted in ``initialised``, on first use), ``keys()``
-    without initialising, and ``buildout[name] = options`` to add one."""
+    (initialised on first use, ``<`` applied then, and noted in
+    ``initialised``), ``keys()`` without initialising, ``buildout[name] =
+    options`` to add one, and ``_raw``, the options as configured."""
 
     def __init__(self, **sections):
-        self.raw = {"buildout": {"parts": PARTS}, "settings": {}, "ports": {}}
+        self._raw = {"buildout": {"parts": PARTS}, "settings": {}, "ports": {}}
         for part in PARTS.split():
             if part != instances.PLACEHOLDER:
-                self.raw[part] = {"recipe": "plone.recipe.command"}
+                self._raw[part] = {"recipe": "plone.recipe.command"}
         for name, options in sections.items():
-            self.raw.setdefault(name, {}).update(options)
+            self._raw.setdefault(name, {}).update(options)
         self.sections = {}
         self.initialised = []
 
     def keys(self):
-        return list(self.raw)
+        return list(self._raw)
 
     def __getitem__(self, name):
         if name not in self.sections:
-            self.sections[name] = FakeSection(self, self.raw[name])
+            options = self._raw[name]
+            if "<" in options:
+                options = {**self._raw[options["<"]], **options}
+            self.sections[name] = FakeSection(self, options)
             self.initialised.append(name)
         return self.sections[name]
 
     def __setitem__(self, name, options):
-        if name in self.raw:
+        if name in self._raw:
             raise KeyError("Section already exists", name)
-        macro = self.raw[options["<"]] if "<" in options else {}
-        self.raw[name] = {**macro, **options}
+        self._raw[name] = dict(options)
         self[name]
 
 
@@ -100,10 +103,11 @@ class DefaultTests(unittest.TestCase):
         self.assertEqual(self.buildout["ports"]["instance2"], "8082")
 
     def test_sections_are_made_from_instance_base(self):
-        section = self.buildout.raw["instance2"]
-        self.assertEqual(section["<"], "instance-base")
-        self.assertEqual(section["recipe"], "plone.recipe.zope2instance")
-        self.assertEqual(section["http-address"], "${ports:host}:${ports:instance2}")
+        self.assertEqual(
+            self.buildout._raw["instance2"],
+            {"<": "instance-base", "http-address": "${ports:host}:${ports:instance2}"},
+        )
+        self.assertEqual(self.buildout["instance2"]["recipe"], "plone.recipe.zope2instance")
 
     def test_settings_for_the_other_sections(self):
         settings = self.buildout["settings"]
@@ -157,10 +161,16 @@ class SettingTests(unittest.TestCase):
             "instance1=127.0.0.1:8081 instance2=127.0.0.1:0",
         )
 
-    def test_a_section_defined_by_the_configuration_is_kept(self):
-        own = {"<": "instance-base", "http-address": "10.0.0.2:8080", "debug-mode": "on"}
-        buildout = run(instance2=own)
-        self.assertEqual(buildout.raw["instance2"]["debug-mode"], "on")
+    def test_options_configured_for_an_instance_are_added(self):
+        # As ``bin/buildout instance1:zeo-address=...`` says it.
+        buildout = run(instance1={"zeo-address": "/tmp/proxy.sock"})
+        section = buildout["instance1"]
+        self.assertEqual(section["zeo-address"], "/tmp/proxy.sock")
+        self.assertEqual(section["recipe"], "plone.recipe.zope2instance")
+        self.assertEqual(section["http-address"], "127.0.0.1:8081")
+
+    def test_configured_options_win(self):
+        buildout = run(instance2={"http-address": "10.0.0.2:8080"})
         self.assertEqual(
             buildout["settings"]["instance-addresses"],
             "instance1=127.0.0.1:8081 instance2=10.0.0.2:8080",
@@ -196,12 +206,12 @@ class BadValueTests(unittest.TestCase):
                 ports={"base": value},
             )
 
-    def test_own_section_without_http_address(self):
+    def test_empty_http_address(self):
         self.assertRefused(
             "[instance2] has no http-address: give it one, e.g. "
             "http-address = ${ports:host}:${ports:instance2}, or remove "
             "the section to get the default one",
-            instance2={"recipe": "plone.recipe.zope2instance"},
+            instance2={"http-address": ""},
         )
 
 
