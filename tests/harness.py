@@ -389,14 +389,18 @@ class Bundle:
 
     def wait_connected(self, why="", timeout=60):
         """Wait until every instance answers /zeo-health with 200."""
-        def healthy(name):
-            try:
-                return self.http(name, "GET", "/zeo-health", auth=False).status == 200
-            except OSError:  # not listening (yet): a restart, say
-                return False
-
         for name in self.instances:
-            wait_until(f"{name} to be connected{why}", lambda: healthy(name), timeout)
+            wait_until(f"{name} to be connected{why}",
+                       lambda: self.health(name) == "ok", timeout)
+
+    def health(self, instance):
+        """What *instance* answers on /zeo-health ("ok", "disconnected",
+        "stopping"), or None while it does not listen (a restart, say)."""
+        try:
+            return self.http(instance, "GET", "/zeo-health", auth=False,
+                             timeout=5).text.strip()
+        except OSError:
+            return None
 
     def add_folder(self, instance, folder, title):
         return self.http(

@@ -20,6 +20,7 @@ import uuid
 
 from Products.ZEOClient.scripts.balancer import Balancer
 from Products.ZEOClient.scripts.balancer import find_haproxy
+from Products.ZEOClient.scripts.cluster import host_port
 
 from .harness import LockHolder
 from .harness import record
@@ -180,12 +181,8 @@ class BalancerTests(unittest.TestCase):
         *before* times, serves on its new port."""
 
         def healthy():
-            if bundle.log(instance).count("Serving on") <= before:
-                return False
-            try:
-                return bundle.http(instance, "GET", "/zeo-health", auth=False).status == 200
-            except OSError:
-                return False
+            return (bundle.log(instance).count("Serving on") > before
+                    and bundle.health(instance) == "ok")
 
         wait_until(f"{instance} to serve again", healthy, 120)
 
@@ -257,8 +254,7 @@ class BalancerTests(unittest.TestCase):
         finally:
             bundle.proxy.heal()
         wait_until("instance1 reconnected",
-                   lambda: bundle.http("instance1", "GET", "/zeo-health",
-                                       auth=False).status == 200, 60, 0.05)
+                   lambda: bundle.health("instance1") == "ok", 60, 0.05)
         reconnected = time.monotonic()
         wait_until("instance1 back in rotation",
                    lambda: self.states().get("instance1") == "UP", 30, 0.05)
@@ -336,7 +332,7 @@ class BalancerTests(unittest.TestCase):
         before = bundle.log(instance).count("Serving on")
         bundle.start_instance(instance)
         self.serves_again(bundle, instance, before)
-        bundle.haproxy.set_address(instance, bundle.url(instance)[len("http://"):].rstrip("/"))
+        bundle.haproxy.set_address(instance, host_port(bundle.url(instance)))
         wait_until(f"{instance} back in rotation",
                    lambda: self.states().get(instance) == "UP", 30)
 

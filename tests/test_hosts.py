@@ -88,13 +88,6 @@ class HostsLayer:
         cls.bundles = []
 
 
-def health(bundle, instance):
-    try:
-        return bundle.http(instance, "GET", "/zeo-health", auth=False, timeout=5).text.strip()
-    except OSError as e:
-        return type(e).__name__
-
-
 # A client host without the server's blob folder: ZEO's own blob transfer,
 # through the bundle's client storage (its watchdog on), over a link of
 # limited bandwidth.  WHAT is "store" or "load"; prints the blob's digest.
@@ -179,7 +172,7 @@ class HostsTests(unittest.TestCase):
         for writer in writers:  # more than the instance's 4 worker threads
             writer.start()
         wait_until("web1 to say it is disconnected",
-                   lambda: health(web1, "instance1") == "disconnected", 30, 0.05)
+                   lambda: web1.health("instance1") == "disconnected", 30, 0.05)
         detected = time.monotonic() - cut
         for writer in writers:
             writer.join(120)
@@ -191,7 +184,7 @@ class HostsTests(unittest.TestCase):
         healed = time.monotonic()
         self.layer.links["web1"].heal()
         wait_until("web1 reconnected and verified",
-                   lambda: health(web1, "instance1") == "ok", 60, 0.05)
+                   lambda: web1.health("instance1") == "ok", 60, 0.05)
         reconnected = time.monotonic() - healed
         # What web2 wrote meanwhile, not the page web1 had cached.
         self.assertEqual(web1.title("instance1", folder), (200, "new", None))

@@ -439,8 +439,7 @@ class ClusterClientStorage(ClientStorage):
         Read from the transport, whose handshake is over once the
         connection is in use (its extra information no longer changes).
         """
-        protocol = self._io().protocol
-        transport = getattr(getattr(protocol, "sm_protocol", None), "transport", None)
+        transport = self._transport(self._io().protocol)
         if transport is None:
             return None
         return transport.get_extra_info("peercert") or None

@@ -40,6 +40,7 @@ import time
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
+from waitress.server import MultiSocketServer
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,8 @@ class GracefulLoop:
     def __init__(self, server, drain=3.0, shutdown_timeout=30.0,
                  signals=(signal.SIGTERM, signal.SIGINT), close_databases=None):
         self.server = server
-        self.map = server.map if hasattr(server, "effective_listen") else server._map
+        # Several listening sockets share a map of their own.
+        self.map = server.map if isinstance(server, MultiSocketServer) else server._map
         self.drain = drain
         self.shutdown_timeout = shutdown_timeout
         self.signals = signals

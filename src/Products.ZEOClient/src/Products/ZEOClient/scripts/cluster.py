@@ -150,6 +150,11 @@ def served_url(log_path, configured):
     return "http://{}:{}/".format(*found[-1])
 
 
+def host_port(url):
+    """"host:port" of an ``http://host:port/`` URL."""
+    return url[len("http://"):].rstrip("/")
+
+
 def serving_lines(log_path):
     """Every (host, port) the instance logged it serves on, in order."""
     try:
@@ -194,7 +199,7 @@ class Cluster:
     def served_addresses(self):
         """{name: "host:port"} the instances really serve on."""
         return {
-            name: self.url(name, configured)[len("http://"):].rstrip("/")
+            name: host_port(self.url(name, configured))
             for name, configured in self.instances
         }
 
@@ -328,8 +333,7 @@ class Cluster:
                 START_TIMEOUT,
             )
             if balanced:
-                address = url[len("http://"):].rstrip("/")
-                self.balancer.set_address(name, address)
+                self.balancer.set_address(name, host_port(url))
                 wait_until(
                     f"the balancer to have {name} back in rotation",
                     lambda: self.balancer.states().get(name) == "UP",
