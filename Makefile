@@ -3,10 +3,10 @@
 PYTHON ?= python3
 # A local.cfg (the operator's settings; client.cfg on a client host) is
 # what bootstrap.py builds when there is one.
-BUILD_INPUTS := bootstrap.py buildout.cfg client.cfg $(wildcard local.cfg) \
-	$(wildcard etc/*.cfg etc/*.in etc/zope/*.cfg) src/Products.ZEOClient/pyproject.toml
+BUILD_INPUTS := bootstrap.py buildout.cfg client.cfg plone.cfg $(wildcard local.cfg) \
+	$(wildcard etc/*.cfg etc/*.in etc/zope/*.cfg etc/plone/*.cfg etc/plone/*.conf) src/Products.ZEOClient/pyproject.toml
 
-.PHONY: build run start stop restart status logreopen test bench soak clean distclean
+.PHONY: build run start stop restart status logreopen test bench soak plone-pins clean distclean
 
 # bin/buildout is rerun only when its inputs changed: a no-op build is instant.
 .installed.cfg: $(BUILD_INPUTS)
@@ -52,6 +52,11 @@ bench: build
 # part of `make test`.  SOAKFLAGS="--seconds 60" for a shorter run.
 soak: build
 	bin/zopepy bench/soak.py $(SOAKFLAGS)
+
+# The Plone profile's pins (etc/plone/versions.cfg) from
+# etc/plone/requirements.txt, resolved by pip against the bundle's pins.
+plone-pins: build
+	.venv/bin/python etc/plone/pins.py
 
 # Build output only; var/ (the database, logs, password) is kept.
 clean:
