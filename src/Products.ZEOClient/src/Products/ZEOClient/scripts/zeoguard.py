@@ -31,15 +31,24 @@ HOW = {
 }
 
 
-def configured(zeo_conf):
-    """{key: [values]} of the allow lines in *zeo_conf* (absent: none)."""
-    found = {}
+INCLUDE_LINE = re.compile(r"^\s*%include\s+(\S+)\s*$")
+
+
+def configured(zeo_conf, found=None):
+    """{key: [values]} of the allow lines in *zeo_conf* and the files it
+    ``%include``s (the generated records-policy.conf); absent: none."""
+    found = {} if found is None else found
     try:
         with open(zeo_conf) as f:
             for line in f:
                 match = ALLOW_LINE.match(line)
                 if match:
                     found.setdefault(match.group(1), []).append(match.group(2))
+                    continue
+                match = INCLUDE_LINE.match(line)
+                if match:
+                    path = os.path.join(os.path.dirname(zeo_conf), match.group(1))
+                    configured(path, found)
     except FileNotFoundError:
         pass
     return found

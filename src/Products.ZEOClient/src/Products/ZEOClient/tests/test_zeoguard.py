@@ -79,6 +79,21 @@ class ScanTests(unittest.TestCase):
         code, out = self.run_scan()
         self.assertEqual(code, 0, out)
 
+    def test_lines_in_an_included_file_are_the_policy_too(self):
+        # zeo.conf includes the generated records-policy.conf.
+        import fractions
+
+        self.write(frac=fractions.Fraction(1, 3))
+        included = os.path.join(self.folder, "etc", "records-policy.conf")
+        os.mkdir(os.path.dirname(included))
+        with open(included, "w") as f:
+            f.write("allow-global fractions.Fraction\n"
+                    "allow-callable fractions.Fraction\n")
+        with open(self.zeo_conf, "w") as f:
+            f.write(f"<hardened 1>\n  %include {included}\n</hardened>\n")
+        code, out = self.run_scan()
+        self.assertEqual(code, 0, out)
+
     def test_a_missing_database_is_one_line(self):
         code = zeoguard.main(["scan", os.path.join(self.folder, "nope.fs")])
         self.assertEqual(code, 2)
