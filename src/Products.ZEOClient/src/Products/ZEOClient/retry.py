@@ -22,7 +22,9 @@ object the requests that lost wait seconds while the one that won goes
 on winning; ``make bench`` measured 8 HTTP writers on one counter at one
 commit per second or less for most of them.  ``install_request_backoff``
 (a subscriber of IProcessStarting, in configure.zcml) gives Zope's
-``HTTPRequest.delay_retry`` the same millisecond backoff as ``run``.
+``HTTPRequest.delay_retry`` the same millisecond backoff as ``run``,
+scaled to the length of the attempt that failed (long Plone requests
+collide on one counter otherwise; see ``backoff``).
 
 Backoff spreads the losers; it cannot stop a writer that commits in a
 tight loop from winning again and again.  For a value that many writers
@@ -40,14 +42,35 @@ from transaction.interfaces import TransientError
 logger = logging.getLogger(__name__)
 
 
-def backoff(attempt, first_delay=0.002, max_delay=0.2, jitter=random.random):
-    """Seconds to wait before retry *attempt* (0 for the first retry)."""
-    return min(first_delay * 2**attempt, max_delay) * jitter()
+#: Where the WSGI middleware (wsgi.py) notes when a request's current
+#: attempt started, in the environ dict all its retries share.
+ATTEMPT_STARTED = "Products.ZEOClient.attempt_started"
+
+#: A retry waits at most this many times as long as the attempt that failed.
+LONG_ATTEMPT_FACTOR = 16
+
+
+def backoff(attempt, first_delay=0.002, max_delay=0.2, jitter=random.random, took=0.0):
+    """Seconds to wait before retry *attempt* (0 for the first retry).
+
+    *took*: how long the attempt that failed ran.  A writer that holds a
+    hot object for a long transaction (a Plone add: versioning asks
+    CMFUid's counter for a history id) collides again and again within
+    a 0.2 s window, so its window starts at its own length and doubles
+    up to LONG_ATTEMPT_FACTOR times it; a short attempt waits as before.
+    """
+    window = max(first_delay, took) * 2**attempt
+    return min(window, max(max_delay, LONG_ATTEMPT_FACTOR * took)) * jitter()
 
 
 def delay_retry(request):
     """Stands in for ZPublisher's ``HTTPRequest.delay_retry``."""
-    time.sleep(backoff(request.retry_count))
+    environ = getattr(request, "_orig_env", None)
+    environ = environ if isinstance(environ, dict) else {}
+    started = environ.get(ATTEMPT_STARTED)
+    took = time.monotonic() - started if started is not None else 0.0
+    time.sleep(backoff(request.retry_count, took=took))
+    environ[ATTEMPT_STARTED] = time.monotonic()
 
 
 def install_request_backoff(event=None):

@@ -42,12 +42,14 @@ saved the change, and the page says that instead.
 import builtins
 import html
 import logging
+import time
 
 from ZEO.Exceptions import ClientDisconnected
 from ZEO.Exceptions import ServerException
 from ZODB.POSException import ConflictError
 
 from . import graceful
+from . import retry
 from .exceptions import outcome_unknown
 from .server.records import RecordRefused
 
@@ -277,6 +279,7 @@ class ZEOClientMiddleware:
                 headers = list(headers) + [(STATUS_HEADER, "disconnected")]
             return start_response(status, headers, exc_info)
 
+        environ[retry.ATTEMPT_STARTED] = time.monotonic()
         try:
             return self.app(environ, start)
         except ClientDisconnected as exc:

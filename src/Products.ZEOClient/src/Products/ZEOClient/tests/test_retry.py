@@ -129,6 +129,37 @@ class RequestBackoffTests(unittest.TestCase):
         self.assertEqual(retry.backoff(30, jitter=lambda: 1.0), 0.2)
         self.assertEqual(retry.backoff(3, jitter=lambda: 0.5), 0.008)
 
+    def test_a_long_attempt_waits_in_proportion(self):
+        # A 0.15 s Plone add: its window starts at its own length and
+        # doubles up to 16 times it, not 0.2 s.
+        one = lambda: 1.0  # noqa: E731
+        self.assertAlmostEqual(retry.backoff(0, jitter=one, took=0.15), 0.15)
+        self.assertAlmostEqual(retry.backoff(2, jitter=one, took=0.15), 0.6)
+        self.assertAlmostEqual(retry.backoff(9, jitter=one, took=0.15), 2.4)
+        # A short one waits as before.
+        self.assertEqual(retry.backoff(3, jitter=one, took=0.001), 0.016)
+
+    def test_zope_requests_wait_in_proportion_to_the_failed_attempt(self):
+        import time
+
+        class Request:
+            retry_count = 0
+
+            def __init__(self):
+                self._orig_env = {retry.ATTEMPT_STARTED: time.monotonic() - 0.1}
+
+        request = Request()
+        slept = []
+        saved = time.sleep
+        time.sleep = slept.append
+        try:
+            retry.delay_retry(request)
+        finally:
+            time.sleep = saved
+        self.assertLessEqual(slept[0], 0.2)
+        # The next attempt is timed from now.
+        self.assertLess(time.monotonic() - request._orig_env[retry.ATTEMPT_STARTED], 0.05)
+
     def test_zope_requests_wait_milliseconds_not_seconds(self):
         from ZPublisher.HTTPRequest import HTTPRequest
 
