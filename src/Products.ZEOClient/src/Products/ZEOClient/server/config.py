@@ -10,11 +10,19 @@ accepts any connection:
 - puts the stored-records guard (``records.py``) on the storage's
   ``store``, ``restore`` and ``storeBlob``;
 - for a FileStorage, cleans up after a write that failed at the vote
-  (``clean_up_failed_votes``).
+  (``clean_up_failed_votes``);
+- counts the conflicts the server resolves and those it sends back
+  (``count_conflicts``): ZEO's ``server_status`` has a
+  ``conflicts_resolved`` field that nothing fills since ZEO 5 (the
+  storage resolves inside ``store``); here it is filled, and a line a
+  minute at most sums them up in the server's log, by class.
 """
 
+import collections
 import logging
+import time
 
+import ZEO.StorageServer
 from ZODB.config import BaseConfig
 from ZODB.FileStorage import FileStorage
 
@@ -49,7 +57,91 @@ class Hardened(BaseConfig):
             records.guard(storage, policy, audit=self.config.audit_records)
         if isinstance(storage, FileStorage):
             clean_up_failed_votes(storage)
+        count_conflicts(storage)
         return storage
+
+
+#: Seconds between two summaries of conflict resolution in the log.
+CONFLICT_REPORT_INTERVAL = 60
+
+
+def count_conflicts(storage, clock=time.monotonic):
+    """Count what ``storage.tryToResolveConflict`` resolves and refuses.
+
+    ``storage.conflicts_resolved`` and ``storage.conflicts_unresolved``
+    (totals) feed ZEO's ``server_status`` (``report_conflicts``).  The
+    log gets at most one INFO line per CONFLICT_REPORT_INTERVAL, written
+    when a conflict happens, with the classes of those sent back to
+    the clients as ConflictError (a hot object without conflict
+    resolution: what an application can change, not the server).
+    """
+    resolve = getattr(storage, "tryToResolveConflict", None)
+    if resolve is None:
+        return
+    storage.conflicts_resolved = storage.conflicts_unresolved = 0
+    pending = {"since": clock(), "resolved": 0, "unresolved": collections.Counter()}
+
+    def report():
+        now = clock()
+        if now - pending["since"] < CONFLICT_REPORT_INTERVAL:
+            return
+        unresolved = pending["unresolved"]
+        logger.info(
+            "conflicts in the last %.0f s: %d resolved on the server, %d sent "
+            "back to the clients%s", now - pending["since"], pending["resolved"],
+            sum(unresolved.values()),
+            "".join(f"; {count} on {name}" for name, count in unresolved.most_common(5)),
+        )
+        pending.update(since=now, resolved=0, unresolved=collections.Counter())
+
+    def tryToResolveConflict(oid, committedSerial, oldSerial, newpickle, committedData=b""):
+        try:
+            resolved = resolve(oid, committedSerial, oldSerial, newpickle, committedData)
+        except Exception:
+            storage.conflicts_unresolved += 1
+            pending["unresolved"][record_class(storage, newpickle)] += 1
+            report()
+            raise
+        storage.conflicts_resolved += 1
+        pending["resolved"] += 1
+        report()
+        return resolved
+
+    storage.tryToResolveConflict = tryToResolveConflict
+    report_conflicts()
+
+
+def record_class(storage, data):
+    """The class a record names (its first pickle), without importing it."""
+    from ZODB.utils import get_pickle_metadata
+
+    try:
+        data = storage._crs_untransform_record_data(data)
+    except AttributeError:
+        pass
+    try:
+        module, name = get_pickle_metadata(data)
+    except Exception:
+        return "an unreadable record"
+    return f"{module}.{name}"
+
+
+def report_conflicts():
+    """Make ZEO's ``server_status`` say how many conflicts the storage
+    resolved (ZEO's own ``conflicts`` counts those sent back)."""
+    server = ZEO.StorageServer.StorageServer
+    if getattr(server.server_status, "reports_conflicts", False):
+        return
+    status = server.server_status
+
+    def server_status(self, storage_id):
+        result = status(self, storage_id)
+        result["conflicts_resolved"] = getattr(
+            self.storages[storage_id], "conflicts_resolved", 0)
+        return result
+
+    server_status.reports_conflicts = True
+    server.server_status = server_status
 
 
 def clean_up_failed_votes(storage):
