@@ -52,6 +52,8 @@ PARTS = {
         "var-dirs instances inituser-cleanup cluster zeostatus service-files"
     ),
 }
+# The Plone profile builds what buildout.cfg does.
+PARTS["plone.cfg"] = PARTS["buildout.cfg"]
 
 OVERRIDES = """\
 [buildout]
@@ -60,7 +62,7 @@ eggs-directory = {checkout}/eggs
 develop =
 develop-eggs-directory = {checkout}/develop-eggs
 newest = false
-allow-hosts = localhost
+allow-hosts = {allow_hosts}
 parts = {parts}
 
 [ports]
@@ -172,6 +174,9 @@ class Response:
     def text(self):
         return self.body.decode("utf-8", "replace")
 
+    def json(self):
+        return json.loads(self.body)
+
 
 def own_bundle(test, instances=2, profile="buildout.cfg"):
     """A Bundle for *test* alone, cleaned up (processes stopped by PID,
@@ -189,10 +194,13 @@ class Bundle:
     give it ``zeo:client-address``).
     """
 
-    def __init__(self, instances=2, profile="buildout.cfg", **settings):
+    def __init__(self, instances=2, profile="buildout.cfg", download=False, **settings):
         if profile not in PARTS:
             raise ValueError(f"no such profile: {profile!r} (one of {', '.join(PARTS)})")
         self.profile = profile
+        # May buildout download what the checkout's eggs/ lacks (from
+        # PyPI, into the checkout's eggs/, kept for the next run)?
+        self.download = download
         self.instances = [f"instance{n}" for n in range(1, instances + 1)]
         self.directory = tempfile.mkdtemp(prefix="zeobundle-")
         self.var = os.path.join(self.directory, "var")
@@ -216,6 +224,7 @@ class Bundle:
                     checkout=CHECKOUT,
                     profile=self.profile,
                     parts=PARTS[self.profile],
+                    allow_hosts="*" if self.download else "localhost",
                     ports="\n".join(f"{name} = 0" for name in self.instances),
                 )
             )
@@ -223,7 +232,8 @@ class Bundle:
         args = [BUILDOUT, "-c", config, "-q", f"settings:instances={len(self.instances)}"]
         args += [f"{key}={value}" for key, value in sorted(self.settings.items())]
         result = subprocess.run(
-            args, cwd=self.directory, capture_output=True, text=True, timeout=300
+            args, cwd=self.directory, capture_output=True, text=True,
+            timeout=1800 if self.download else 300,
         )
         if result.returncode != 0:
             raise AssertionError(
@@ -506,6 +516,11 @@ class Bundle:
             "    del conn.root()['junk']\n"
             "print(storage.getSize())\n"
         )
+
+    def server_status(self, **env):
+        """ZEO's ``server_status()`` of the server, as a dict."""
+        return json.loads(self._client_script(
+            "import json\nprint(json.dumps(storage.server_status(), default=str))\n", **env))
 
     def last_transaction(self, **env):
         """The server's last transaction id, as 16 hex digits."""
