@@ -286,9 +286,22 @@ class PloneSiteTests(unittest.TestCase):
         scan = self.bundle.run_script("zeoguard", "scan", timeout=600)
         self.assertEqual(scan.returncode, 0, scan.stdout + scan.stderr)
         self.assertIn("nothing outside the policy", scan.stdout)
+        # What the profile's exact entries (etc/plone/records.conf) are
+        # for: the same scan with the generated allow-module lines only.
+        generated = os.path.join(self.bundle.directory, "modules-only.conf")
+        with open(generated, "w") as f:
+            f.write("".join(line for line in self.bundle.read(
+                "parts", "etc", "records-policy.conf").splitlines(True)
+                if line.startswith("allow-module ")))
+        bare = self.bundle.run_script("zeoguard", "scan", "--zeo-conf", generated, timeout=600)
+        self.assertEqual(bare.returncode, 1, bare.stdout)
+        for entry in ("re._compile", "zope.i18nmessageid.message.Message",
+                      "zope.component.globalregistry.GAR", "pytz._p"):
+            self.assertIn(entry, bare.stdout)
         record("plone-site", {
             **self.layer.timings,
             "scan": scan.stdout.strip().splitlines()[-1],
+            "scan_without_profile_entries": bare.stdout.strip().splitlines(),
             "datafs_bytes": os.path.getsize(
                 os.path.join(self.bundle.var, "filestorage", "Data.fs")),
         })
