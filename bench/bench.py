@@ -47,6 +47,7 @@ from Products.ZEOClient import tuning  # noqa: E402
 from Products.ZEOClient.client import ClusterClientStorage  # noqa: E402
 from Products.ZEOClient.prefetch import prefetch  # noqa: E402
 from tests.harness import Bundle  # noqa: E402
+from tests.harness import pids_under  # noqa: E402
 from tests.harness import wait_until  # noqa: E402
 
 
@@ -98,10 +99,12 @@ class Target:
         self.db.close()
 
 
-def client(address):
-    """The bundle's client storage (uvloop and tuning.py installed)."""
+def client(address, direct_calls=False):
+    """The bundle's client storage (uvloop and tuning.py installed; with
+    *direct_calls*, round trips made by the calling thread: direct.py)."""
     return ClusterClientStorage(
-        address, startup_wait=30, wait_timeout=30, cache_size=64 * 1024 * 1024
+        address, startup_wait=30, wait_timeout=30, cache_size=64 * 1024 * 1024,
+        direct_calls=direct_calls,
     )
 
 
@@ -158,23 +161,53 @@ def commit_latency(targets, rounds, per_round, sizes):
     return result
 
 
-def load_latency(fs_target, zeo_target, rounds, per_round):
+def cold(target):
+    """A load the client cache cannot answer: one round trip to the server
+    (the record is dropped from the cache first, outside the timing)."""
+    storage = target.storage
+    oid = target.objects[0]._p_oid
+
+    def load():
+        storage._cache.invalidate(oid, None)
+        began = time.perf_counter()
+        storage.load(oid)
+        return time.perf_counter() - began
+
+    return load
+
+
+def timed(function):
+    def load():
+        began = time.perf_counter()
+        function()
+        return time.perf_counter() - began
+
+    return load
+
+
+def load_latency(fs_target, zeo_target, rounds, per_round, direct_target=None):
     oid = zeo_target.objects[0]._p_oid
     fs_oid = fs_target.objects[0]._p_oid
     zeo_target.storage.load(oid)  # now in the client cache
     kinds = {
-        "filestorage load": lambda: fs_target.storage.load(fs_oid),
-        "zeo cache hit": lambda: zeo_target.storage.load(oid),
-        # A miss is one round trip to the server, as load_before does it.
-        "zeo cache miss": lambda: zeo_target.storage._server.load_before(oid, maxtid),
+        "filestorage load": timed(lambda: fs_target.storage.load(fs_oid)),
+        "zeo cache hit": timed(lambda: zeo_target.storage.load(oid)),
+        # What ClientStorage does after its own cache lookup failed,
+        # answered by the cache in the I/O thread: the thread hand-off.
+        "zeo I/O thread hand-off": timed(
+            lambda: zeo_target.storage._server.load_before(oid, maxtid)),
+        # A real miss: one round trip to the server.
+        "zeo cold load": cold(zeo_target),
     }
+    if direct_target is not None:
+        kinds["zeo cold load, direct"] = cold(direct_target)
     samples = {k: [] for k in kinds}
     for _ in range(rounds):
         for name, load in kinds.items():
-            began = time.perf_counter()
+            total = 0.0
             for _ in range(per_round):
-                load()
-            samples[name].append((time.perf_counter() - began) / per_round)
+                total += load()
+            samples[name].append(total / per_round)
     base = statistics.median(samples["filestorage load"])
     result = {}
     for name, values in samples.items():
@@ -182,6 +215,68 @@ def load_latency(fs_target, zeo_target, rounds, per_round):
         s["us"] = s["median"] * 1e6
         s["ratio_to_filestorage"] = s["median"] / base
         result[name] = s
+    return result
+
+
+def context_switches(pids):
+    """Voluntary context switches (a thread went to sleep: each is one
+    wake-up later) of every thread of *pids*."""
+    total = 0
+    for pid in pids:
+        base = f"/proc/{pid}/task"
+        try:
+            tasks = os.listdir(base)
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"{base}/{task}/status") as f:
+                    for line in f:
+                        if line.startswith("voluntary_ctxt_switches"):
+                            total += int(line.split()[1])
+            except OSError:
+                continue
+    return total
+
+
+def cpu_seconds(pids):
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def round_trip_costs(targets, server_pids, n):
+    """Per 1-object commit and per cold load, for each target: client CPU
+    (this process), server CPU, and wake-ups (voluntary context switches)
+    of the client's and the server's threads."""
+    me = [os.getpid()]
+    result = {}
+    for target in targets:
+        for what, run, count in (
+            ("commit", lambda: target.commit(1), n // 4),
+            ("cold load", cold(target), n),
+        ):
+            for _ in range(20):
+                run()
+            c0, s0 = time.process_time(), cpu_seconds(server_pids)
+            w0, ws0 = context_switches(me), context_switches(server_pids)
+            began = time.perf_counter()
+            for _ in range(count):
+                run()
+            wall = time.perf_counter() - began
+            result[f"{target.name} {what}"] = {
+                "us": wall / count * 1e6,
+                "client_cpu_us": (time.process_time() - c0) / count * 1e6,
+                "server_cpu_us": (cpu_seconds(server_pids) - s0) / count * 1e6,
+                "client_wakeups": (context_switches(me) - w0) / count,
+                "server_wakeups": (context_switches(server_pids) - ws0) / count,
+            }
     return result
 
 
@@ -621,6 +716,8 @@ def main(argv=None):
         fs = Target("filestorage", FileStorage(os.path.join(folder, "Data.fs")))
         zeo_unix = Target("zeo unix", client(unix_address))
         zeo_tcp = Target("zeo tcp", client(tcp_address))
+        zeo_direct = Target("zeo unix direct", client(unix_address, direct_calls=True),
+                            sizes=(1, 10, 100))
         pickled_address = os.path.join(pickled.var, "zeo.sock")
         zeo_pickle = Target("zeo unix pickle", client(pickled_address))
         # What the bundle's defaults buy, step by step (STEPS): ZEO as
@@ -636,9 +733,11 @@ def main(argv=None):
             Target("zeo unix +uvloop +buffers", stock_client(pickled_address, "uvloop"),
                    buffers_only, (1,)),
         ]
-        targets = [fs, zeo_unix, zeo_tcp, zeo_pickle, *steps]
+        targets = [fs, zeo_unix, zeo_direct, zeo_tcp, zeo_pickle, *steps]
         results["commit"] = commit_latency(targets, rounds, per_round, (1, 10, 100))
-        results["load"] = load_latency(fs, zeo_unix, rounds, per_round * 50)
+        results["load"] = load_latency(fs, zeo_unix, rounds, per_round * 50, zeo_direct)
+        results["round_trips"] = round_trip_costs(
+            [zeo_unix, zeo_direct], pids_under(unix.directory), 400 if quick else 4000)
         results["guard"] = guard_cost(zeo_unix, 20 if quick else 200)
         results["host"] = host_wakeups(300 if quick else 3000)
         results["slow_links"] = slow_links(
@@ -708,6 +807,25 @@ def report(r):
           f"(another process), {h['thread_round_trip_us'] / 2:.0f} us (a thread of the same "
           f"process);\n  a ZEO commit has about 8 such wake-ups on its path, a FileStorage "
           f"commit none")
+    print("\nDirect calls (issue #17: [zeo] direct-calls), over the unix socket, side by side")
+    for label, off, on in (
+        ("1-object commit, ms", "zeo unix 1 objects", "zeo unix direct 1 objects"),
+        ("10-object commit, ms", "zeo unix 10 objects", "zeo unix direct 10 objects"),
+    ):
+        a, b = r["commit"][off], r["commit"][on]
+        print(f"  {label:26} off {a['ms']:7.3f} (x{a['ratio_to_filestorage']:.2f})"
+              f"   on {b['ms']:7.3f} (x{b['ratio_to_filestorage']:.2f} FileStorage)")
+    a, b = r["load"]["zeo cold load"], r["load"]["zeo cold load, direct"]
+    print(f"  {'cold load, us':26} off {a['us']:7.1f} (x{a['ratio_to_filestorage']:.2f})"
+          f"   on {b['us']:7.1f} (x{b['ratio_to_filestorage']:.2f} FileStorage)")
+    for what in ("commit", "cold load"):
+        for name in ("zeo unix", "zeo unix direct"):
+            c = r["round_trips"][f"{name} {what}"]
+            print(f"  {name + ' ' + what:26} client CPU {c['client_cpu_us']:6.0f} us, server CPU "
+                  f"{c['server_cpu_us']:5.0f} us, wake-ups: client {c['client_wakeups']:.1f}, "
+                  f"server {c['server_wakeups']:.1f}")
+    ratio = r["commit"]["zeo unix direct 1 objects"]["ratio_to_filestorage"]
+    print(f"  target x3.0 with direct calls: {'met' if ratio <= 3.0 else 'not met'} (x{ratio:.2f})")
     g = r["guard"]
     one = r["commit"]["zeo unix 1 objects"]["ms"] * 1000
     print(f"\nStored-records guard: {g['us_per_record']:.1f} us per record "

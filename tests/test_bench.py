@@ -39,8 +39,17 @@ class BenchTests(unittest.TestCase):
                      "zeo unix +uvloop +buffers", "zeo unix pickle"):
             self.assertGreater(results["commit"][f"{step} 1 objects"]["ms"], 0)
         self.assertEqual(
-            set(results["load"]), {"filestorage load", "zeo cache hit", "zeo cache miss"}
+            set(results["load"]),
+            {"filestorage load", "zeo cache hit", "zeo I/O thread hand-off",
+             "zeo cold load", "zeo cold load, direct"},
         )
+        for size in (1, 10, 100):
+            self.assertGreater(results["commit"][f"zeo unix direct {size} objects"]["ms"], 0)
+        for name in ("zeo unix", "zeo unix direct"):
+            for what in ("commit", "cold load"):
+                row = results["round_trips"][f"{name} {what}"]
+                self.assertGreater(row["client_cpu_us"], 0, row)
+        self.assertIn("Direct calls", result.stdout)
         self.assertGreater(results["guard"]["us_per_record"], 0)
         self.assertGreater(results["host"]["process_round_trip_us"], 0)
         self.assertGreater(results["host"]["thread_round_trip_us"], 0)

@@ -42,7 +42,9 @@ Stock ZEO 6 behaviour this changes (each point is a test in the bundle):
   filtered out and each change of state is logged once.
 
 What makes commits faster (uvloop, in-memory transaction buffers, the
-thread hand-off) is in ``tuning.py``, installed by this storage.
+thread hand-off) is in ``tuning.py``, installed by this storage; with
+``direct_calls`` the calling thread makes its own round trips to the
+server (``direct.py``).
 
 What is changed lives here and only here: a subclass of ClientStorage
 (its documented notify hooks), a subclass of ZEO's client thread that
@@ -59,9 +61,10 @@ from ZEO.asyncio import client as zeo_client
 from ZEO.ClientStorage import ClientStorage
 from ZEO.Exceptions import ClientDisconnected
 
+from . import direct
 from . import tcpinfo
-from .server.records import RecordRefused
 from . import tuning
+from .server.records import RecordRefused
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +197,9 @@ class _ClientThread(zeo_client.ClientThread):
         io.register = register_watched
 
 
+class _DirectClientThread(direct.DirectCalls, _ClientThread):
+    """The client thread with direct round trips (``direct.py``)."""
+
 
 class ClusterClientStorage(ClientStorage):
     """ClientStorage for an instance of the cluster; see the module doc."""
@@ -204,7 +210,8 @@ class ClusterClientStorage(ClientStorage):
     client_certificate = client_certificate_not_after = None
 
     def __init__(self, addr, startup_wait=3.0, verify_wait=10.0,
-                 cache_flush_interval=2.0, read_timeout=4.0, **kw):
+                 cache_flush_interval=2.0, read_timeout=4.0, direct_calls=False,
+                 **kw):
         check_zeo_internals()
         raise_refused_records()
         quiet_retry_logging()
@@ -230,7 +237,14 @@ class ClusterClientStorage(ClientStorage):
         self._ping = None
         self._sending = tcpinfo.Progress()
         kw["wait"] = False
-        super().__init__(addr, _client_factory=_ClientThread, **kw)
+        factory = _ClientThread
+        if direct_calls and kw.get("ssl") is not None:
+            logger.info(
+                "direct calls are off for this client: it uses TLS (ZEO's path)"
+            )
+        elif direct_calls:
+            factory = _DirectClientThread
+        super().__init__(addr, _client_factory=factory, **kw)
         self._cache_flush_interval = cache_flush_interval
         if cache_flush_interval:
             self._server.loop.call_soon_threadsafe(self._flush_cache_later)
@@ -256,6 +270,11 @@ class ClusterClientStorage(ClientStorage):
 
     def _io(self):
         return self._server.client
+
+    @property
+    def direct_calls(self):
+        """True when round trips are made by the calling thread (direct.py)."""
+        return getattr(self._server, "direct_calls", False)
 
     def verifying(self):
         """True while a connection exists but its cache is not verified."""

@@ -83,6 +83,7 @@ class ZEOClusterClient(BaseConfig):
             verify_wait=self.config.verify_wait,
             cache_flush_interval=self.config.cache_flush_interval,
             read_timeout=self.config.read_timeout,
+            direct_calls=self.config.direct_calls,
             wait_timeout=self.config.wait_timeout,
             blob_dir=zeo.blob_dir,
             shared_blob_dir=zeo.shared_blob_dir,
