@@ -283,8 +283,57 @@ def scan(data, policy):
         reader.load()
 
 
+def scan_stored(data, policy, untransform=None):
+    """Raise RecordRefused if a reader of the record *data* could find
+    anything outside *policy* in it.
+
+    *untransform* is the served storage's ``untransform_record_data``
+    (ZODB's IStorageWrapper: zc.zlibstorage, ZODB.tests.hexstorage), or
+    None.  What a store receives is then either the record itself (the
+    wrapper transforms it on the way in: ``<zlibstorage>``), or the record
+    as the client's own wrapper transformed it (the server side of a
+    client transform, which stores it as it came: ``<serverzlibstorage>``);
+    readers (server-side conflict resolution, pack, the clients) see what
+    ``untransform`` makes of the stored bytes.  Which case it is cannot be
+    told from the bytes: a client may send a record already compressed to
+    a ``<zlibstorage>``, which then stores it as it is.  So both readings
+    are checked: the bytes as they came and what ``untransform`` makes of
+    them, each that is a readable pickle must conform, and one of them
+    must be readable.  (The bytes a transform makes start with ``.``,
+    the STOP opcode, which no pickle does: the reading that does not
+    apply is simply not a pickle.)
+    """
+    forms = [data]
+    if untransform is not None:
+        try:
+            plain = untransform(data)
+        except Exception:
+            plain = None  # not transformed (the wrapper does it on store)
+        if plain is not None and plain != data:
+            forms.append(plain)
+    readable, error = False, None
+    for form in forms:
+        try:
+            if not form:
+                # No record is empty (a deletion is None); an untransform
+                # can make b"" of junk (hexstorage of b"x").
+                raise ValueError("an empty record")
+            scan(form, policy)
+        except RecordRefused:
+            raise
+        except Exception as exc:
+            error = error or exc  # this reading is not a pickle
+        else:
+            readable = True
+    if not readable:
+        raise error
+
+
 def guard(storage, policy, audit=False):
     """Check every record *storage* is asked to store.
+
+    Records are read as readers of *storage* will read them: through its
+    ``untransform_record_data`` when it has one (see ``scan_stored``).
 
     With *audit*, a record that breaks the policy is logged (WARNING,
     "would refuse") and stored all the same: for a first week of an
@@ -293,12 +342,13 @@ def guard(storage, policy, audit=False):
     store = storage.store
     restore = getattr(storage, "restore", None)
     store_blob = getattr(storage, "storeBlob", None)
+    untransform = getattr(storage, "untransform_record_data", None)
 
     def check(oid, data):
         if data is None:  # a deletion, or an undo's back pointer
             return
         try:
-            scan(data, policy)
+            scan_stored(data, policy, untransform)
         except RecordRefused as exc:
             if audit:
                 logger.warning(

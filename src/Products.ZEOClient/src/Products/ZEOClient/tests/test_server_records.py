@@ -258,3 +258,91 @@ class GuardTests(unittest.TestCase):
         transaction.abort()
         conn.close()
         self.assertEqual(storage.lastTransaction(), before)
+
+
+def evil_record():
+    """A real ZODB record whose state calls os.system."""
+    (data,) = [r for r in stored_records(PersistentMapping(x=Call(os.system, "true")))
+               if b"system" in r]
+    return data
+
+
+def good_record():
+    return stored_records(PersistentMapping(a=1))[-1]
+
+
+class TransformTests(unittest.TestCase):
+    """The guard reads a record as the served storage's readers do:
+    through its ``untransform_record_data`` (ZODB's IStorageWrapper)."""
+
+    def guarded(self, wrapper):
+        storage = wrapper(MappingStorage())
+        records.guard(storage, records.Policy())
+        return storage
+
+    def store(self, storage, data):
+        """Commit *data* as object 0 (its first revision)."""
+        txn = ZODB.Connection.TransactionMetaData()
+        storage.tpc_begin(txn)
+        try:
+            storage.store(b"\0" * 8, b"\0" * 8, data, "", txn)
+            storage.tpc_vote(txn)
+        except BaseException:
+            storage.tpc_abort(txn)
+            raise
+        storage.tpc_finish(txn)
+
+    def refused(self, storage, data, words):
+        with self.assertLogs("Products.ZEOClient.server.records", "ERROR"):
+            with self.assertRaises(records.RecordRefused) as raised:
+                self.store(storage, data)
+        self.assertIn(words, str(raised.exception))
+
+    def server_side_wrappers(self):
+        # The server side of a transform the client makes: records are
+        # stored as they come, transformed.
+        from zc.zlibstorage import ServerZlibStorage
+        from zc.zlibstorage import compress
+        from ZODB.tests.hexstorage import ServerHexStorage
+
+        def hexlify(data):
+            import binascii
+            return b".h" + binascii.hexlify(data)
+
+        return ((ServerZlibStorage, compress), (ServerHexStorage, hexlify))
+
+    def test_records_transformed_by_the_client_are_read_through_the_transform(self):
+        for wrapper, transform in self.server_side_wrappers():
+            with self.subTest(wrapper.__name__):
+                storage = self.guarded(wrapper)
+                self.store(storage, transform(good_record()))
+                self.refused(storage, transform(evil_record()), "references posix.system")
+
+    def test_untransformed_records_are_read_as_they_are(self):
+        for wrapper, _ in self.server_side_wrappers():
+            with self.subTest(wrapper.__name__):
+                storage = self.guarded(wrapper)
+                self.refused(storage, evil_record(), "references posix.system")
+
+    def test_a_record_compressed_by_the_client_for_a_compressing_server(self):
+        # <zlibstorage> compresses on store, but keeps a record that is
+        # compressed already as it is, and its readers decompress it.
+        from zc.zlibstorage import ZlibStorage
+        from zc.zlibstorage import compress
+
+        storage = self.guarded(ZlibStorage)
+        self.store(storage, good_record())
+        self.refused(storage, compress(evil_record()), "references posix.system")
+        # What the guard prevents: unguarded, that is what readers get.
+        unguarded = ZlibStorage(MappingStorage())
+        self.store(unguarded, compress(evil_record()))
+        self.assertEqual(unguarded.load(b"\0" * 8)[0], evil_record())
+
+    def test_bytes_that_are_no_pickle_either_way_are_refused(self):
+        from ZODB.tests.hexstorage import HexStorage
+        from ZODB.tests.hexstorage import ServerHexStorage
+
+        for wrapper in (HexStorage, ServerHexStorage):
+            with self.subTest(wrapper.__name__):
+                # hexstorage reads b"x" as the empty record b"".
+                self.refused(self.guarded(wrapper), b"x", "not a readable pickle")
