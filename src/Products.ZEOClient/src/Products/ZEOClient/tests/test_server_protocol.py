@@ -32,6 +32,38 @@ class AllowlistTests(unittest.TestCase):
         message = (1, 0, "x", ({1, 2}, frozenset([3])))
         self.assertEqual(protocol.restricted_loads(pickle.dumps(message, 2)), message)
 
+    def test_a_transaction_extension_that_reduces_to_dict_decodes(self):
+        # What ZEO's client sends for tpc_begin when the extension is a
+        # mapping that pickles as dict(pairs) (ZODB's IteratorStorage
+        # testTransactionExtensionFromIterator), encoded by ZEO itself.
+        class Extension(dict):
+            def __reduce__(self):
+                return dict, (tuple(self.items()),)
+
+        encode = ZEO.asyncio.marshal.encoder(b"Z")
+        payload = encode(0, True, "tpc_begin",
+                         (1, b"user", b"note", Extension(foo=1), None, " "))
+        decoded = protocol.restricted_loads(payload)
+        self.assertEqual(decoded[3][3], {"foo": 1})
+        self.assertIs(type(decoded[3][3]), dict)
+
+    def test_a_plain_extension_names_no_global(self):
+        encode = ZEO.asyncio.marshal.encoder(b"Z")
+        extension = {"user_name": "admin", "paths": ["/a"], "n": 1}
+        payload = encode(0, True, "tpc_begin", (1, b"", b"", extension, None, " "))
+        self.assertEqual(protocol.restricted_loads(payload)[3][3], extension)
+
+    def test_other_mappings_in_an_extension_stay_refused(self):
+        # As on stock ZEO, whose filter admits no collections global.
+        import collections
+
+        encode = ZEO.asyncio.marshal.encoder(b"Z")
+        payload = encode(0, True, "tpc_begin",
+                         (1, b"", b"", collections.OrderedDict(a=1), None, " "))
+        with self.assertRaises(protocol.RefusedMessage) as raised:
+            protocol.restricted_loads(payload)
+        self.assertIn("collections.OrderedDict", str(raised.exception))
+
     def test_a_call_is_refused_before_it_runs(self):
         called = []
         payload = pickle.dumps((1, 0, "x", (Call(print, "boom"),)), 3)
