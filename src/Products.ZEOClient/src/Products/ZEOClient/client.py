@@ -380,6 +380,14 @@ class ClusterClientStorage(ClientStorage):
     def _watchdog(self):
         if self._server.loop.is_closed():
             return
+        try:
+            self._watch_link()
+        finally:
+            # Whatever happened to this connection, the next one is
+            # watched too: an exception here must not end the watchdog.
+            self._watchdog_later()
+
+    def _watch_link(self):
         protocol = self._io().protocol
         if protocol is not None and protocol is self._watched:
             if self._sending(self._transport(protocol)):
@@ -401,10 +409,15 @@ class ClusterClientStorage(ClientStorage):
                 self._watched = None
                 self._abort(protocol)
             elif silent >= self._read_timeout / 3 and (self._ping is None or self._ping.done()):
-                self._ping = protocol.server_call("lastTransaction")
+                try:
+                    self._ping = protocol.server_call("lastTransaction")
+                except ClientDisconnected:
+                    # Closed, and ZEO has not let go of it yet (it does in
+                    # a later callback, then reconnects): nothing to ask.
+                    self._ping = None
+                    return
                 # Its outcome does not matter, only that something arrives.
                 self._ping.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._watchdog_later()
 
     @staticmethod
     def _transport(protocol):

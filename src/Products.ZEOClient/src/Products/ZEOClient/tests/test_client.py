@@ -47,3 +47,50 @@ class InternalsTests(unittest.TestCase):
         assert_fails_loudly_without(
             self, zeo_client.ClientIO, "verify", client.check_zeo_internals, "lacks verify"
         )
+
+
+class WatchdogTests(unittest.TestCase):
+    """The link watchdog against a real ZEO server (in this process,
+    port 0, stopped at cleanup)."""
+
+    def setUp(self):
+        import ZEO
+
+        addr, stop = ZEO.server(storage_conf="<mappingstorage/>\n", threaded=True)
+        self.addCleanup(stop)
+        self.storage = client.ClusterClientStorage(addr, read_timeout=4.0)
+        self.addCleanup(self.storage.close)
+        self.assertTrue(self.storage.is_connected())
+
+    def in_loop(self, function):
+        """*function()*'s outcome, run in the client's I/O thread."""
+        import concurrent.futures
+
+        outcome = concurrent.futures.Future()
+
+        def run():
+            try:
+                outcome.set_result(function())
+            except BaseException as exc:
+                outcome.set_exception(exc)
+
+        self.storage._server.loop.call_soon_threadsafe(run)
+        return outcome.result(10)
+
+    def test_a_connection_closing_under_the_watchdog_does_not_end_it(self):
+        # Seen in ZODB's race tests: the protocol closed, ZEO not yet
+        # rid of it (a later callback), and the watchdog due to ping:
+        # server_call raised ClientDisconnected out of the timer callback,
+        # which was never scheduled again.
+        storage = self.storage
+        scheduled = []
+        later = storage._watchdog_later
+        storage._watchdog_later = lambda: (scheduled.append(True), later())
+
+        def race():
+            storage._io().protocol.close()
+            storage._last_received -= storage._read_timeout / 2  # a ping is due
+            storage._watchdog()
+            return scheduled
+
+        self.assertEqual(self.in_loop(race), [True])
