@@ -1,3 +1,4 @@
+import binascii
 import copyreg
 import datetime
 import fractions
@@ -306,7 +307,6 @@ class TransformTests(unittest.TestCase):
         from ZODB.tests.hexstorage import ServerHexStorage
 
         def hexlify(data):
-            import binascii
             return b".h" + binascii.hexlify(data)
 
         return ((ServerZlibStorage, compress), (ServerHexStorage, hexlify))
