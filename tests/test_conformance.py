@@ -12,8 +12,10 @@ what a failed setUp left; the forker's suicide timeout does the rest):
   section (protocol allowlist, frame limit, stored-records guard,
   tuning), every client a ``ClusterClientStorage``;
 - *stock*: the class as ZEO runs it, the baseline, only with
-  ``CONFORMANCE_STOCK=1`` (not in ``make test``), at the same levels as
-  the bundle's, so that both counts are of the same tests.
+  ``CONFORMANCE_VARIANTS=stock`` (not in ``make test``), at the same
+  levels as the bundle's, so that both counts are of the same tests;
+- *bundle-direct*: the bundle with the client's ``direct-calls on``
+  (``CONFORMANCE_VARIANTS=direct``; ``stock,direct`` for both).
 
 ``conformance_class`` makes a variant by subclassing the ZEO class with
 a mixin (``Bundle``, ``Stock``); nothing of ZEO's or ZODB's code is
@@ -23,7 +25,7 @@ storage section, here wrapped), ``getZEOConfig`` (msgpack),
 which ``GenericTestBase.setUp`` calls (rebound for the test's duration).
 Every client of the bundle variant is made by one function,
 ``bundle_client``; ``conformance_suite(client_factory, prefix)`` runs the
-same classes with another one (say, the client's direct calls), named
+same classes with another one (``direct_client``), named
 ``Bundle<prefix>...`` and counted apart.
 
 Every test that passes on stock passes on the bundle, but for the ones
@@ -90,8 +92,9 @@ def hardened(storage_conf, policy=TEST_POLICY):
     )
 
 
-# Set to 1 to run the stock variants too (the baseline; not in make test).
-STOCK = "CONFORMANCE_STOCK"
+# More variants, comma-separated: "stock" (the baseline) and "direct"
+# (the bundle's client with direct-calls on); not in make test.
+VARIANTS = "CONFORMANCE_VARIANTS"
 
 
 # The one list of tests that pass on stock ZEO and not on the bundle, by
@@ -456,8 +459,16 @@ class Call:
         return self.func, self.args
 
 
+def direct_client(addr, storage="1", **options):
+    """The bundle's client with ``direct-calls on`` (direct.py)."""
+    return bundle_client(addr, storage, direct_calls=True, **options)
+
+
 def test_suite():
-    suite = conformance_suite(stock=os.environ.get(STOCK) == "1")
+    variants = os.environ.get(VARIANTS, "").replace(" ", "").split(",")
+    suite = conformance_suite(stock="stock" in variants)
+    if "direct" in variants:
+        suite.addTest(conformance_suite(direct_client, "Direct"))
     suite.addTest(load(ServerZlibTests))
     suite.addTest(load(CompressingServerZlibTests))
     return suite
