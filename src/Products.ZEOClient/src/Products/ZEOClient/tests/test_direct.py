@@ -283,14 +283,20 @@ class DirectTests(unittest.TestCase):
         with db.transaction() as conn:
             self.assertEqual([conn.root()[n]["v"] for n in range(8)], [40] * 8)
 
-    def test_server_killed_during_a_direct_call(self):
-        storage = client(self, self.address, read_timeout=0)
+    def uncached_object(self, **options):
+        """A client storage and the oid of an object it must load from the
+        server (stored, then dropped from its cache)."""
+        storage = client(self, self.address, **options)
         db = open_db(self, storage)
         with db.transaction() as conn:
             conn.root()["x"] = PersistentMapping(v=1)
         with db.transaction() as conn:
             oid = conn.root()["x"]._p_oid
         storage._cache.invalidate(oid, None)
+        return storage, oid
+
+    def test_server_killed_during_a_direct_call(self):
+        storage, oid = self.uncached_object(read_timeout=0)
         os.kill(self.server.pid, signal.SIGSTOP)
         outcome = []
 
@@ -311,13 +317,7 @@ class DirectTests(unittest.TestCase):
 
     def test_silent_server_read_timeout(self):
         # The watchdog (client.py) runs while a direct call waits.
-        storage = client(self, self.address, read_timeout=1.0)
-        db = open_db(self, storage)
-        with db.transaction() as conn:
-            conn.root()["x"] = PersistentMapping(v=1)
-        with db.transaction() as conn:
-            oid = conn.root()["x"]._p_oid
-        storage._cache.invalidate(oid, None)
+        storage, oid = self.uncached_object(read_timeout=1.0)
         os.kill(self.server.pid, signal.SIGSTOP)
         self.addCleanup(os.kill, self.server.pid, signal.SIGCONT)
         began = time.monotonic()
