@@ -41,12 +41,17 @@ NEVER = frozenset({
 })
 
 
+def in_never(module):
+    """True for *module* in, or under, a package of NEVER."""
+    return any(module == n or module.startswith(n + ".") for n in NEVER)
+
+
 def never(module):
     top = module.split(".")[0]
     return (
         top in sys.stdlib_module_names or top.startswith("_")
         or not all(part.isidentifier() for part in module.split("."))
-        or any(module == n or module.startswith(n + ".") for n in NEVER)
+        or in_never(module)
     )
 
 
@@ -104,7 +109,7 @@ def profile_lines(path):
                     "packages are allowed by the generator)"
                 )
             module = name.rpartition(".")[0]
-            if not module or any(module == n or module.startswith(n + ".") for n in NEVER):
+            if not module or in_never(module):
                 raise BadEntry(f"{where}: {name} can never be allowed")
             lines.append(f"{key} {name}")
     return lines

@@ -24,6 +24,7 @@ import time
 
 import ZEO.StorageServer
 from ZODB.config import BaseConfig
+from ZODB.utils import get_pickle_metadata
 from ZODB.FileStorage import FileStorage
 
 from .. import tuning
@@ -112,14 +113,12 @@ def count_conflicts(storage, clock=time.monotonic):
 
 
 def record_class(storage, data):
-    """The class a record names (its first pickle), without importing it."""
-    from ZODB.utils import get_pickle_metadata
-
+    """The class a record names (its first pickle), read as the guard
+    reads it (through the storage's ``untransform_record_data``)."""
+    untransform = getattr(storage, "untransform_record_data", None)
     try:
-        data = storage._crs_untransform_record_data(data)
-    except AttributeError:
-        pass
-    try:
+        if untransform is not None:
+            data = untransform(data)
         module, name = get_pickle_metadata(data)
     except Exception:
         return "an unreadable record"
