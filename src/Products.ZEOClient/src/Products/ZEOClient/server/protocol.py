@@ -5,11 +5,27 @@ It subclasses ZEO's ``ServerProtocol`` and takes its place in
 connection the server accepts after ``install()`` gets it.  The methods
 and attributes of ZEO relied on are checked by ``check_hook_points``:
 if ZEO has moved them, the server refuses to start, loudly.
+
+One change is not hardening but ordering (``async_threadsafe``): ZEO
+6.2 sends a commit's invalidations to the other clients through
+``call_soon_threadsafe``, a callback for later, while it answers the
+committing client and the next votes and finishes at once.  Under load
+the next committer's whole vote and finish can be answered before that
+callback runs (seen on uvloop in nearly every second of 8 writers, on
+asyncio's loop too, more rarely), so a client learns of its own newer
+transaction before an older one's invalidations: ZEO's client logs
+"new last tid ... must be greater than previous one", and until the
+late invalidation arrives a new transaction there reads, at a snapshot
+that includes the older commit, the objects that commit changed from
+the cache as they were before it (ZEO issue #193).  Here the
+invalidations are written at once when the server's own loop thread
+sends them, in the order of the commits.
 """
 
 import io
 import logging
 import struct
+import threading
 import time
 
 import ZEO.asyncio.marshal
@@ -57,7 +73,8 @@ def check_hook_points():
     server_protocol = getattr(ZEO.asyncio.server, "ServerProtocol", None)
     missing = [
         name
-        for name in ("finish_connection", "message_received", "connection_made")
+        for name in ("finish_connection", "message_received", "connection_made",
+                     "async_threadsafe", "call_async")
         if not hasattr(server_protocol, name)
     ]
     if server_protocol is None or not hasattr(ZEO.asyncio.server, "new_connection"):
@@ -155,6 +172,7 @@ class HardenedServerProtocol(ZEO.asyncio.server.ServerProtocol):
 
     def connection_made(self, transport):
         super().connection_made(transport)
+        self._loop_thread = threading.get_ident()
         receive = self.data_received
         guard = FrameGuard(self.max_frame_size)
 
@@ -176,6 +194,16 @@ class HardenedServerProtocol(ZEO.asyncio.server.ServerProtocol):
             receive(data)
 
         self.data_received = data_received
+
+    def async_threadsafe(self, method, *args):
+        # ZEO's StorageServer.invalidate and broadcast_info send through
+        # here to every other client (the module docstring says why it
+        # must not wait for a later callback when the loop thread calls).
+        if threading.get_ident() == getattr(self, "_loop_thread", None):
+            if not self.closed:
+                self.call_async(method, args)
+        else:
+            super().async_threadsafe(method, *args)
 
     def _idle_check_later(self):
         self.loop.call_later(min(5.0, self.idle_timeout / 4), self._idle_check)

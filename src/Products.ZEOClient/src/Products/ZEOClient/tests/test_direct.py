@@ -63,14 +63,17 @@ def wait_until(label, predicate, timeout=30):
         time.sleep(0.01)
 
 
-def start_server(test, msgpack=True):
-    """A ZEO server on a fresh unix socket; returns (socket path, process)."""
+def start_server(test, msgpack=True, template=ZEO_CONF):
+    """A ZEO server on a fresh unix socket; returns (socket path, process).
+
+    *template* is its zeo.conf, with ``{socket}``, ``{folder}`` and
+    ``{msgpack}`` filled in."""
     folder = tempfile.mkdtemp(prefix="test-direct-")
     test.addCleanup(shutil.rmtree, folder, True)
     path = os.path.join(folder, "zeo.sock")
     conf = os.path.join(folder, "zeo.conf")
     with open(conf, "w") as f:
-        f.write(ZEO_CONF.format(socket=path, folder=folder, msgpack=str(msgpack).lower()))
+        f.write(template.format(socket=path, folder=folder, msgpack=str(msgpack).lower()))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     process = subprocess.Popen(
         [sys.executable, "-c", SERVER, conf], env=env, start_new_session=True,
