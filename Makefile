@@ -44,7 +44,7 @@ test: build
 
 # Side-by-side figures (a few minutes); var/bench/results.json.
 bench: build
-	bin/zopepy bench/bench.py $(BENCHFLAGS)
+	bin/benchpy bench/bench.py $(BENCHFLAGS)
 
 # Mixed reads and writes through both instances for 5 minutes while the
 # server restarts twice; checks that nothing acknowledged is lost and

@@ -176,6 +176,59 @@ def cold(target):
     return load
 
 
+def relstorage(dsn, **options):
+    """RelStorage on PostgreSQL (psycopg2), history-preserving, as its
+    documentation sets it up; *options* are RelStorage's (``cache_local_mb
+    =0``: no local cache, every load a query)."""
+    from relstorage.adapters.postgresql import PostgreSQLAdapter
+    from relstorage.options import Options
+    from relstorage.storage import RelStorage
+
+    options = Options(keep_history=True, **options)
+    return RelStorage(PostgreSQLAdapter(dsn=dsn, options=options), options=options)
+
+
+def cold_reads(targets, readers, rounds, count):
+    """Seconds to load *count* objects one after the other, none of them
+    cached: ZEO's client cache is emptied of them first (outside the
+    timing); RelStorage's reader has no local cache (``readers`` maps a
+    target's name to the storage that reads, default its own)."""
+    samples = {t.name: [] for t in targets}
+    for _ in range(rounds):
+        for target in targets:
+            storage = readers.get(target.name, target.storage)
+            oids = [obj._p_oid for obj in target.objects[:count]]
+            cache = getattr(storage, "_cache", None)
+            if hasattr(cache, "invalidate") and hasattr(storage, "_server"):
+                for oid in oids:
+                    cache.invalidate(oid, None)
+            began = time.perf_counter()
+            for oid in oids:
+                storage.load(oid)
+            samples[target.name].append(time.perf_counter() - began)
+    base = statistics.median(samples["filestorage"])
+    result = {}
+    for name, values in samples.items():
+        s = spread(values)
+        s["us"] = s["median"] * 1e6
+        s["ratio_to_filestorage"] = s["median"] / base
+        result[f"{name} {count} objects"] = s
+    return result
+
+
+def start_postgres():
+    """A temporary PostgreSQL (tests/postgres.py), or None after one line
+    saying why not."""
+    from tests.postgres import TemporaryPostgres
+    from tests.postgres import Unavailable
+
+    try:
+        return TemporaryPostgres().start()
+    except Unavailable as exc:
+        print(f"bench: {exc}")
+        return None
+
+
 def timed(function):
     def load():
         began = time.perf_counter()
@@ -185,7 +238,8 @@ def timed(function):
     return load
 
 
-def load_latency(fs_target, zeo_target, rounds, per_round, direct_target=None):
+def load_latency(fs_target, zeo_target, rounds, per_round, direct_target=None,
+                 rs_target=None, rs_reader=None):
     oid = zeo_target.objects[0]._p_oid
     fs_oid = fs_target.objects[0]._p_oid
     zeo_target.storage.load(oid)  # now in the client cache
@@ -201,6 +255,9 @@ def load_latency(fs_target, zeo_target, rounds, per_round, direct_target=None):
     }
     if direct_target is not None:
         kinds["zeo cold load, direct"] = cold(direct_target)
+    if rs_reader is not None:
+        rs_oid = rs_target.objects[0]._p_oid
+        kinds["relstorage cold load"] = timed(lambda: rs_reader.load(rs_oid))
     samples = {k: [] for k in kinds}
     for _ in range(rounds):
         for name, load in kinds.items():
@@ -704,6 +761,8 @@ def main(argv=None):
     results = {"quick": quick, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     folder = tempfile.mkdtemp(prefix="bench-fs-")
     targets = []
+    readers = {}
+    pg = start_postgres()
     try:
         unix.start_server()
         pickled.start_server()
@@ -733,9 +792,29 @@ def main(argv=None):
             Target("zeo unix +uvloop +buffers", stock_client(pickled_address, "uvloop"),
                    buffers_only, (1,)),
         ]
-        targets = [fs, zeo_unix, zeo_direct, zeo_tcp, zeo_pickle, *steps]
+        peers = []
+        if pg is not None:
+            # RelStorage as its documentation sets it up (fsync on), and
+            # with PostgreSQL's synchronous_commit off: FileStorage's and
+            # ZEO's fsync at commit is the only one then.
+            rs = Target("relstorage", relstorage(pg.create_database("bench")))
+            rs_async = Target(
+                "relstorage sync-commit-off",
+                relstorage(pg.create_database("bench_async", synchronous_commit="off")),
+                sizes=(1,))
+            peers = [rs, rs_async]
+            readers["relstorage"] = relstorage(pg.dsn("bench"), cache_local_mb=0)
+        targets = [fs, zeo_unix, zeo_direct, zeo_tcp, zeo_pickle, *steps, *peers]
         results["commit"] = commit_latency(targets, rounds, per_round, (1, 10, 100))
-        results["load"] = load_latency(fs, zeo_unix, rounds, per_round * 50, zeo_direct)
+        results["load"] = load_latency(
+            fs, zeo_unix, rounds, per_round * 50, zeo_direct,
+            peers[0] if peers else None, readers.get("relstorage"))
+        readers_for = [fs, zeo_unix, zeo_direct, *peers[:1]]
+        results["cold_reads"] = {
+            **cold_reads(readers_for, readers, rounds * 4, 1),
+            **cold_reads(readers_for, readers, rounds, 100),
+        }
+        results["peers"] = "relstorage" if peers else "PostgreSQL not installed"
         results["round_trips"] = round_trip_costs(
             [zeo_unix, zeo_direct], pids_under(unix.directory), 400 if quick else 4000)
         results["guard"] = guard_cost(zeo_unix, 20 if quick else 200)
@@ -746,6 +825,9 @@ def main(argv=None):
         for target in targets:
             target.close()
         targets = []
+        for reader in readers.values():
+            reader.close()
+        readers = {}
         results["writers_distinct"] = [
             writers(unix_address, k, writer_seconds) for k in ks
         ]
@@ -767,6 +849,10 @@ def main(argv=None):
     finally:
         for target in targets:
             target.close()
+        for reader in readers.values():
+            reader.close()
+        if pg is not None:
+            pg.stop()
         for bundle in bundles:
             bundle.cleanup()
         shutil.rmtree(folder, ignore_errors=True)
@@ -786,6 +872,29 @@ STEPS = (
     ("zeo unix pickle", "+ hand-off without a timer"),
     ("zeo unix", "+ msgpack = the bundle"),
 )
+
+
+def report_peers(r):
+    print("\nPeers: RelStorage 4 on PostgreSQL (psycopg2, unix socket, same machine)")
+    if r.get("peers") != "relstorage":
+        print(f"  skipped: {r.get('peers')}")
+        return
+    for n in (1, 10, 100):
+        for name in ("filestorage", "zeo unix", "zeo unix direct", "relstorage",
+                     "relstorage sync-commit-off"):
+            s = r["commit"].get(f"{name} {n} objects")
+            if s:
+                print(f"  {n:3}-object commit, {name:28} {s['ms']:7.3f} ms"
+                      f"  x{s['ratio_to_filestorage']:.2f} FileStorage")
+    for n in (1, 100):
+        rows = {name: r["cold_reads"][f"{name} {n} objects"]
+                for name in ("filestorage", "zeo unix", "zeo unix direct", "relstorage")}
+        for name, s in rows.items():
+            print(f"  cold read of {n:3} objects, {name:19} {s['us']:9.1f} us"
+                  f"  x{s['ratio_to_filestorage']:.2f} FileStorage")
+        ratio = rows["zeo unix direct"]["median"] / rows["relstorage"]["median"]
+        print(f"  target cold read <= RelStorage at {n}: "
+              f"{'met' if ratio <= 1.0 else 'not met'} (direct x{ratio:.2f} RelStorage)")
 
 
 def report(r):
@@ -826,6 +935,7 @@ def report(r):
                   f"server {c['server_wakeups']:.1f}")
     ratio = r["commit"]["zeo unix direct 1 objects"]["ratio_to_filestorage"]
     print(f"  target x3.0 with direct calls: {'met' if ratio <= 3.0 else 'not met'} (x{ratio:.2f})")
+    report_peers(r)
     g = r["guard"]
     one = r["commit"]["zeo unix 1 objects"]["ms"] * 1000
     print(f"\nStored-records guard: {g['us_per_record']:.1f} us per record "

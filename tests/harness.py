@@ -39,6 +39,8 @@ from Products.ZEOClient.scripts.cluster import wait_until  # noqa: F401
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILDOUT = os.path.join(CHECKOUT, "bin", "buildout")
 ZOPEPY = os.path.join(CHECKOUT, "bin", "zopepy")
+# zopepy's eggs and the peers make bench measures (RelStorage, zodbshootout).
+BENCHPY = os.path.join(CHECKOUT, "bin", "benchpy")
 SUICIDE_TIMEOUT = 900  # seconds; no test cluster lives longer
 
 # Each profile's parts but zopepy and test (the tests use the checkout's);

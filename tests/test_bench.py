@@ -12,7 +12,8 @@ import tempfile
 import unittest
 
 from .harness import CHECKOUT
-from .harness import ZOPEPY
+from .harness import BENCHPY
+from .postgres import bin_directory
 from .layers import OwnBundlesLayer
 
 
@@ -25,7 +26,7 @@ class BenchTests(unittest.TestCase):
         self.addCleanup(shutil.rmtree, folder, ignore_errors=True)
         output = os.path.join(folder, "results.json")
         result = subprocess.run(
-            [ZOPEPY, os.path.join(CHECKOUT, "bench", "bench.py"), "--quick",
+            [BENCHPY, os.path.join(CHECKOUT, "bench", "bench.py"), "--quick",
              "--output", output],
             capture_output=True, text=True, timeout=600,
         )
@@ -38,11 +39,25 @@ class BenchTests(unittest.TestCase):
         for step in ("zeo unix untuned", "zeo unix +uvloop client",
                      "zeo unix +uvloop +buffers", "zeo unix pickle"):
             self.assertGreater(results["commit"][f"{step} 1 objects"]["ms"], 0)
-        self.assertEqual(
-            set(results["load"]),
-            {"filestorage load", "zeo cache hit", "zeo I/O thread hand-off",
-             "zeo cold load", "zeo cold load, direct"},
-        )
+        loads = {"filestorage load", "zeo cache hit", "zeo I/O thread hand-off",
+                 "zeo cold load", "zeo cold load, direct"}
+        readers = ["filestorage", "zeo unix", "zeo unix direct"]
+        if bin_directory() is None:
+            self.assertIn("PostgreSQL is not installed", result.stdout)
+            self.assertEqual(results["peers"], "PostgreSQL not installed")
+        else:
+            # RelStorage on the bench's own temporary PostgreSQL.
+            self.assertEqual(results["peers"], "relstorage", result.stdout[-2000:])
+            loads.add("relstorage cold load")
+            readers.append("relstorage")
+            for name in ("relstorage 1 objects", "relstorage 100 objects",
+                         "relstorage sync-commit-off 1 objects"):
+                self.assertGreater(results["commit"][name]["ms"], 0)
+            self.assertIn("target cold read <= RelStorage at 100", result.stdout)
+        self.assertEqual(set(results["load"]), loads)
+        for name in readers:
+            for n in (1, 100):
+                self.assertGreater(results["cold_reads"][f"{name} {n} objects"]["us"], 0)
         for size in (1, 10, 100):
             self.assertGreater(results["commit"][f"zeo unix direct {size} objects"]["ms"], 0)
         for name in ("zeo unix", "zeo unix direct"):
@@ -74,3 +89,32 @@ class BenchTests(unittest.TestCase):
         self.assertGreater(results["cache_flush"]["flush_us"], 0)
         self.assertIn("Over a slow link", result.stdout)
         self.assertIn("Commit latency", result.stdout)
+
+
+class PostgresTests(unittest.TestCase):
+
+    def test_no_postgresql_is_one_line_not_a_traceback(self):
+        from unittest import mock
+
+        from . import postgres
+
+        with mock.patch.object(postgres.glob, "glob", return_value=[]):
+            with self.assertRaises(postgres.Unavailable) as raised:
+                postgres.TemporaryPostgres()
+        self.assertEqual(
+            str(raised.exception),
+            "PostgreSQL is not installed (Debian's postgresql package): "
+            "RelStorage rows skipped",
+        )
+
+    def test_a_temporary_server_takes_its_folder_with_it(self):
+        from . import postgres
+
+        if postgres.bin_directory() is None:
+            self.skipTest("PostgreSQL is not installed")
+        with postgres.TemporaryPostgres() as pg:
+            folder = pg.folder
+            pg.create_database("probe", synchronous_commit="off")
+            self.assertIn("off", pg.psql("SHOW synchronous_commit", database="probe"))
+            self.assertTrue(os.path.exists(os.path.join(folder, ".s.PGSQL.5432")))
+        self.assertFalse(os.path.exists(folder))
