@@ -6,7 +6,7 @@ PYTHON ?= python3
 BUILD_INPUTS := bootstrap.py buildout.cfg client.cfg plone.cfg $(wildcard local.cfg) \
 	$(wildcard etc/*.cfg etc/*.in etc/zope/*.cfg etc/plone/*.cfg etc/plone/*.conf) src/Products.ZEOClient/pyproject.toml
 
-.PHONY: build run start stop restart status logreopen test bench soak plone-pins clean distclean
+.PHONY: build run start stop restart status logreopen test bench shootout soak plone-pins clean distclean
 
 # bin/buildout is rerun only when its inputs changed: a no-op build is instant.
 .installed.cfg: $(BUILD_INPUTS)
@@ -45,6 +45,13 @@ test: build
 # Side-by-side figures (a few minutes); var/bench/results.json.
 bench: build
 	bin/benchpy bench/bench.py $(BENCHFLAGS)
+
+# zodbshootout (add, update, cold, warm, hot at 1 and 100 objects, 1 and
+# 2 processes) on FileStorage, ZEO as shipped, the bundle's ZEO (direct
+# calls off and on) and RelStorage on PostgreSQL, side by side;
+# var/shootout/results.json.  SHOOTOUTFLAGS=--smoke for a minute's check.
+shootout: build
+	bin/benchpy bench/shootout.py $(SHOOTOUTFLAGS)
 
 # Mixed reads and writes through both instances for 5 minutes while the
 # server restarts twice; checks that nothing acknowledged is lost and

@@ -489,11 +489,11 @@ def cache_flush_cost(address, records=100):
         db.close()
 
 
-def writer(address, key, seconds, shared, results, think=0.0):
+def writer(address, key, seconds, shared, results, think=0.0, direct_calls=False):
     """One writer process: increment its own box or the shared counter for
     *seconds*, through ``retry.run`` (backoff with jitter), pausing a
     random 0..2*think seconds between transactions."""
-    storage = client(address)
+    storage = client(address, direct_calls=direct_calls)
     db = ZODB.DB(storage)
     tm = transaction.TransactionManager()
     conn = db.open(transaction_manager=tm)
@@ -522,7 +522,7 @@ def writer(address, key, seconds, shared, results, think=0.0):
     results.put((key, commits, len(tries) - commits))
 
 
-def writers(address, k, seconds, shared=None, think=0.0):
+def writers(address, k, seconds, shared=None, think=0.0, direct_calls=False):
     """K writer processes on distinct objects (*shared* None) or on one
     counter: a PersistentMapping (*shared* "mapping": every concurrent
     update conflicts) or a BTrees.Length ("length": the server resolves
@@ -538,7 +538,8 @@ def writers(address, k, seconds, shared=None, think=0.0):
     results = ctx.Queue()
     procs = [
         ctx.Process(
-            target=writer, args=(address, f"w{i}", seconds, shared, results, think)
+            target=writer,
+            args=(address, f"w{i}", seconds, shared, results, think, direct_calls)
         )
         for i in range(k)
     ]
@@ -562,6 +563,7 @@ def writers(address, k, seconds, shared=None, think=0.0):
     return {
         "writers": k,
         "counter": shared or "distinct",
+        "direct_calls": direct_calls,
         "think_ms": think * 1000,
         "tx_per_s": total / seconds,
         "commits": total,
@@ -614,7 +616,7 @@ def http_client(urls, seconds, concurrency, auth, results):
     results.put(asyncio.run(http_load(urls, seconds, concurrency, auth)))
 
 
-def http_bench(bundle, seconds, concurrency):
+def http_bench(bundle, seconds, concurrency, labels=("one instance", "both instances")):
     import base64
 
     bundle.start()
@@ -632,6 +634,8 @@ def http_bench(bundle, seconds, concurrency):
     ctx = multiprocessing.get_context("spawn")
     result = {}
     for label, names in (("one instance", ["instance1"]), ("both instances", ["instance1", "instance2"])):
+        if label not in labels:
+            continue
         queue = ctx.Queue()
         urls = [bundle.url(n) for n in names]
         proc = ctx.Process(target=http_client, args=(urls, seconds, concurrency, auth, queue))
@@ -841,6 +845,22 @@ def main(argv=None):
             writers(unix_address, 8, writer_seconds, "mapping", think=0.005),
             writers(unix_address, 8, writer_seconds, "length"),
         ]
+        # Direct calls on and off with many writers, and under HTTP load
+        # with 4 threads in each of 2 instances (two more bundles,
+        # measured one after the other).
+        results["writers_direct"] = [
+            writers(unix_address, k, writer_seconds, direct_calls=direct)
+            for k in ks[-2:] for direct in (False, True)
+        ]
+        results["http_direct"] = {}
+        for direct in ("off", "on"):
+            threaded = Bundle().build(**{"zeo:direct-calls": direct, "instance-base:threads": "4"})
+            bundles.append(threaded)
+            threaded.start_server()
+            threaded.run_script("zeoinit")
+            row = http_bench(threaded, http_seconds, 16, ("both instances",))
+            results["http_direct"][direct] = row["both instances"]
+            threaded.cleanup()
         unix.run_script("zeoinit")
         results["http"] = http_bench(unix, http_seconds, 8)
         results["writers_shared_counter"].append(
@@ -964,6 +984,16 @@ def report(r):
     for label, row in r["http"].items():
         print(f"  {label:15} {row['requests_per_s']:7.1f} req/s  p50 {row['p50_ms']:.1f} ms"
               f"  p99 {row['p99_ms']:.1f} ms  errors {row['errors']}")
+    print("\nDirect calls under load (issue #17 target: not lower with them on)")
+    for direct in ("off", "on"):
+        row = r["http_direct"][direct]
+        print(f"  HTTP, 2 instances x 4 threads, 16 connections, direct {direct:3}: "
+              f"{row['requests_per_s']:7.1f} req/s  p50 {row['p50_ms']:.1f} ms  "
+              f"p99 {row['p99_ms']:.1f} ms  errors {row['errors']}")
+    for row in r["writers_direct"]:
+        print(f"  K={row['writers']} writer processes, distinct objects, direct "
+              f"{'on ' if row['direct_calls'] else 'off'}: {row['tx_per_s']:7.1f} tx/s, "
+              f"lost updates {row['lost_updates']}")
 
 
 if __name__ == "__main__":

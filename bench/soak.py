@@ -418,6 +418,8 @@ def main(argv=None):
                         help="seconds `bin/zeoserver restart` may take")
     parser.add_argument("--restarts", type=int, default=2,
                         help="server restarts, spread evenly over the run")
+    parser.add_argument("--direct-calls", choices=("on", "off"), default=None,
+                        help="[zeo] direct-calls for the soak's bundle (default: buildout.cfg's)")
     parser.add_argument("--output", default=os.path.join(CHECKOUT, "var", "soak", "results.json"))
     args = parser.parse_args(argv)
     if args.seconds < 15:
@@ -425,7 +427,8 @@ def main(argv=None):
     if not 0 <= args.restarts <= args.seconds / 5:
         parser.error("--restarts must be between 0 and one per 5 seconds of --seconds")
 
-    bundle = Bundle().build()
+    settings = {} if args.direct_calls is None else {"zeo:direct-calls": args.direct_calls}
+    bundle = Bundle().build(**settings)
     try:
         bundle.start()
         result = soak(bundle, args)

@@ -188,6 +188,20 @@ def own_bundle(test, instances=2, profile="buildout.cfg"):
     return bundle
 
 
+def environment_settings():
+    """Buildout settings every test bundle gets, from the environment:
+    ``BUNDLE_SETTINGS="zeo:direct-calls=on"`` runs a layer with a setting
+    changed (space-separated ``section:option=value``; a test's own
+    settings win)."""
+    found = {}
+    for item in os.environ.get("BUNDLE_SETTINGS", "").split():
+        key, sep, value = item.partition("=")
+        if not sep or ":" not in key:
+            raise ValueError(f"BUNDLE_SETTINGS: {item!r} is not section:option=value")
+        found[key] = value
+    return found
+
+
 class Bundle:
     """One built bundle in a temporary folder.
 
@@ -206,7 +220,7 @@ class Bundle:
         self.instances = [f"instance{n}" for n in range(1, instances + 1)]
         self.directory = tempfile.mkdtemp(prefix="zeobundle-")
         self.var = os.path.join(self.directory, "var")
-        self.settings = settings
+        self.settings = dict(environment_settings(), **settings)
         self._children = []
         self._cleanups = []
         self._runner = None

@@ -1,4 +1,5 @@
-"""``make bench --quick`` once, so that the benchmark cannot rot.
+"""``make bench --quick`` and ``make shootout --smoke`` once, so that the
+benchmarks cannot rot.
 
 Asserts that it completes and its invariants (no lost update, no HTTP
 error, every figure present), never its timings.
@@ -11,10 +12,10 @@ import subprocess
 import tempfile
 import unittest
 
-from .harness import CHECKOUT
 from .harness import BENCHPY
-from .postgres import bin_directory
+from .harness import CHECKOUT
 from .layers import OwnBundlesLayer
+from .postgres import bin_directory
 
 
 class BenchTests(unittest.TestCase):
@@ -80,9 +81,15 @@ class BenchTests(unittest.TestCase):
                 # Conflicts past Zope's retries are 503s that saved nothing
                 # (lost_updates would be negative otherwise), never 500s.
                 self.assertLessEqual(set(row["other_statuses"]), {"503"}, row)
-        for row in results["http"].values():
+        for row in [*results["http"].values(), *results["http_direct"].values()]:
             self.assertEqual(row["errors"], 0, row)
             self.assertGreater(row["requests"], 0, row)
+        self.assertEqual(set(results["http_direct"]), {"off", "on"})
+        self.assertEqual([row["direct_calls"] for row in results["writers_direct"]],
+                         [False, True, False, True])
+        for row in results["writers_direct"]:
+            self.assertEqual(row["lost_updates"], 0, row)
+            self.assertGreater(row["commits"], 0, row)
         for row in results["slow_links"]:
             self.assertGreaterEqual(row["page_view_round_trips"], 20, row)
             self.assertGreater(row["commit_ms"], 0, row)
@@ -118,3 +125,35 @@ class PostgresTests(unittest.TestCase):
             self.assertIn("off", pg.psql("SHOW synchronous_commit", database="probe"))
             self.assertTrue(os.path.exists(os.path.join(folder, ".s.PGSQL.5432")))
         self.assertFalse(os.path.exists(folder))
+
+
+class ShootoutTests(unittest.TestCase):
+
+    layer = OwnBundlesLayer
+
+    def test_smoke_shootout_measures_every_database(self):
+        folder = tempfile.mkdtemp(prefix="shootout-")
+        self.addCleanup(shutil.rmtree, folder, ignore_errors=True)
+        output = os.path.join(folder, "results.json")
+        result = subprocess.run(
+            [BENCHPY, os.path.join(CHECKOUT, "bench", "shootout.py"), "--smoke",
+             "--output", output],
+            capture_output=True, text=True, timeout=900,
+        )
+        self.assertEqual(result.returncode, 0, result.stdout[-2000:] + result.stderr[-2000:])
+        with open(output) as f:
+            results = json.load(f)
+        expected = ["fs", "zeo_stock", "zeo_bundle", "zeo_direct"]
+        if bin_directory() is not None:
+            expected.append("relstorage")
+        else:
+            self.assertIn("PostgreSQL is not installed", result.stdout)
+        self.assertEqual(results["databases"], expected)
+        labels = set(results["rows"])
+        self.assertIn("c=1 processes, o=1: add 1 objects", labels)
+        self.assertIn("c=1 processes, o=1: read 1 cold objects", labels)
+        for label, row in results["rows"].items():
+            self.assertEqual(sorted(row), sorted(expected), label)
+            for cell in row.values():
+                self.assertGreater(cell["us"], 0, label)
+        self.assertIn("zodbshootout 0.8.0", result.stdout)

@@ -122,3 +122,28 @@ class StartStopTests(unittest.TestCase):
         status = bundle.run_script("cluster", "status")
         self.assertEqual(status.returncode, 1)
         self.assertEqual(status.stdout.count("DOWN"), 3, status.stdout)
+
+
+class EnvironmentSettingsTests(unittest.TestCase):
+    """BUNDLE_SETTINGS: a layer run with a setting changed for every
+    bundle it builds (``BUNDLE_SETTINGS=zeo:direct-calls=on``)."""
+
+    def test_settings_from_the_environment_and_the_test_wins(self):
+        from unittest import mock
+
+        from .harness import Bundle
+
+        with mock.patch.dict(os.environ, {"BUNDLE_SETTINGS": "zeo:direct-calls=on ports:base=9000"}):
+            bundle = Bundle(**{"ports:base": "7000"})
+        self.addCleanup(bundle.cleanup)
+        self.assertEqual(bundle.settings, {"zeo:direct-calls": "on", "ports:base": "7000"})
+
+    def test_a_malformed_item_says_which(self):
+        from unittest import mock
+
+        from .harness import environment_settings
+
+        with mock.patch.dict(os.environ, {"BUNDLE_SETTINGS": "zeo:direct-calls=on direct-calls"}):
+            with self.assertRaises(ValueError) as raised:
+                environment_settings()
+        self.assertIn("'direct-calls' is not section:option=value", str(raised.exception))
